@@ -1,0 +1,23 @@
+# The two commands README gives a new user: `make serve` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup serve test lint bench
+
+$(BIN)/narrownet: requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+setup: $(BIN)/narrownet
+
+serve: setup
+	$(BIN)/narrownet serve --print-key
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .

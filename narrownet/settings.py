@@ -1,0 +1,53 @@
+"""The one settings object (prefix NARROWNET_), read by api, worker, CLI and Alembic.
+
+Embedded default: everything (SQLite database, SQLite-backed Celery broker, artifacts) lives under
+`home`. Production sets NARROWNET_DATABASE_URL (PostgreSQL) and NARROWNET_BROKER_URL (Redis).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NARROWNET_", extra="ignore")
+
+    home: Path = Field(default=Path(".narrownet"), description="embedded state: SQLite files, artifacts")
+    database_url: str | None = Field(default=None, description="default: SQLite file under home")
+    broker_url: str | None = Field(default=None, description="default: SQLite-backed kombu broker under home")
+    artifact_dir: Path | None = Field(default=None, description="checkpoints; default: home/artifacts")
+    data_dir: Path | None = Field(default=None, description="local MNIST IDX / CIFAR python batches")
+
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="cap on JSON request bodies")
+    max_queued_jobs_per_user: int = Field(default=100, ge=1)
+    rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per key per minute")
+
+    metrics_flush_every: int = Field(default=20, ge=1, description="metric points per database batch")
+    lease_seconds: float = Field(default=30.0, gt=0, description="a job's lease; renewed by heartbeats")
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    run_migrations_on_start: bool = Field(default=True, description="embedded mode: upgrade schema on start")
+    worker_concurrency: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'narrownet.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.home / 'broker.db').resolve()}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.home / "artifacts").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
