@@ -1,0 +1,41 @@
+"""The Celery app, configured from the one settings object. Must stay light: no torch import here.
+
+The API imports this (via worker.queueing) to send tasks, so importing it must not pull in the trainer.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from narrownet.settings import get_settings
+
+QUEUES = ("cpu", "gpu")
+
+
+def make_celery(broker_url: str) -> Celery:
+    app = Celery("narrownet", broker=broker_url, include=["worker.tasks"])
+    app.conf.update(
+        # The job row is the source of truth and carries outcomes; no result backend is needed.
+        task_ignore_result=True,
+        # A long training task is acknowledged only when it finishes; a worker that dies mid-run leaves the
+        # message to be redelivered, and the job's lease decides who may pick it up again.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="cpu",
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # Bounded broker I/O: a send that cannot reach the broker fails instead of hanging a request.
+        broker_connection_timeout=5,
+        broker_transport_options={"max_retries": 3, "interval_start": 0, "interval_step": 0.5,
+                                  "interval_max": 2},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+celery_app = make_celery(get_settings().resolved_broker_url)
