@@ -1,0 +1,51 @@
+"""The trainer callbacks of a worker run: batched metrics, checkpoint rows, heartbeats and cancel checks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from worker.job_store import JobStore
+
+
+class JobProgress:
+    """Implements trainer.loop's callbacks for one claimed attempt; every write is fenced by the JobStore.
+
+    A LeaseLost raised from here propagates out of train(): a newer attempt owns the job, so this one stops.
+    """
+
+    def __init__(self, store: JobStore, *, flush_every: int, total_steps: int | None,
+                 heartbeat_seconds: float = 1.0) -> None:
+        self.store = store
+        self.flush_every = flush_every
+        self.total_steps = total_steps
+        self.heartbeat_seconds = heartbeat_seconds
+        self.cancel_requested = False
+        self.last_checkpoint: tuple[int, Path, str] | None = None
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+        self._last_heartbeat = time.monotonic()
+
+    def on_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        self._pending.append((step, dict(metrics)))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def on_checkpoint(self, step: int, path: Path | str, meta: dict[str, Any]) -> None:
+        # Metrics up to the checkpoint are durable before the checkpoint is: a resume never leaves a gap.
+        self.flush()
+        path = Path(path)
+        self.store.record_checkpoint(step, path, meta["sha256"])
+        self.last_checkpoint = (step, path, meta["sha256"])
+
+    def should_stop(self) -> bool:
+        # Called every iteration; the database is asked at most once per heartbeat interval.
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.heartbeat_seconds:
+            self._last_heartbeat = now
+            self.cancel_requested = self.store.heartbeat()
+        return self.cancel_requested
+
+    def flush(self) -> None:
+        points, self._pending = self._pending, []
+        self.store.record_metrics(points, total_steps=self.total_steps)
