@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     run_migrations_on_start: bool = Field(default=True, description="embedded mode: upgrade schema on start")
     worker_concurrency: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+
+    # Client side (narrownet submit/status/...): where the API is and which key to use.
+    api_url: str = Field(default="http://127.0.0.1:8000", description="API base URL for the CLI client",
+                         validation_alias=AliasChoices("NARROWNET_URL", "NARROWNET_API_URL"))
+    api_key: str | None = Field(default=None, description="API key for the CLI client")
 
     @property
     def resolved_database_url(self) -> str:
