@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trainer.shallow import Activation, activation_grad, hidden
+from trainer.shallow import Activation, activate, activation_grad
 
 # The Gram matrix below is n x n per config; past this n the eigen-decomposition is not worth its cost.
 JACOBIAN_MAX_SAMPLES = 4096
@@ -23,7 +23,8 @@ def jacobian_sigma_min(X: Tensor, W: Tensor, u: Tensor, activation: Activation) 
     C, m, k = u.shape
     if k != 1 or n > JACOBIAN_MAX_SAMPLES:
         return None
-    H, A = hidden(X.to(torch.float64), W.to(torch.float64), activation)
+    H = X.to(torch.float64) @ W.to(torch.float64).transpose(1, 2)
+    A = activate(H, activation)
     S = activation_grad(H, A, activation)  # (C, n, m)
     Su = S * u.to(torch.float64).transpose(1, 2)  # (C, n, m): S diag(u)
     gram = (X.to(torch.float64) @ X.to(torch.float64).T) * (Su @ Su.transpose(1, 2))

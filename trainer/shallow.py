@@ -43,31 +43,45 @@ def outer_weights(v: Tensor, pairwise: bool) -> Tensor:
     return torch.cat((v, -v), dim=1) if pairwise else v
 
 
-def reduce_outer_grad(grad_u: Tensor, pairwise: bool) -> Tensor:
-    """Chain rule through u = [v; -v]: dL/dv = dL/du_top - dL/du_bottom."""
-    if not pairwise:
-        return grad_u
-    p = grad_u.shape[1] // 2
-    return grad_u[:, :p] - grad_u[:, p:]
+def _split_halves(W: Tensor) -> Tensor:
+    C, m, d = W.shape
+    return W.view(C, 2, m // 2, d)
 
 
-def hidden(X: Tensor, W: Tensor, activation: Activation) -> tuple[Tensor, Tensor]:
-    """Pre-activations H = X W^T and activations A = sigma(H).  X: (n, d) or (C, n, d); W: (C, m, d)."""
+def features(X: Tensor, W: Tensor, activation: Activation, pairwise: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Return (H, A, Phi) with F = Phi v.  X: (n, d) shared, or (C, n, d) per-config batches; W: (C, m, d).
+
+    Regular:  H = X W^T (C, n, m), Phi = A = sigma(H).
+    Pairwise: both halves in one batched matmul of identical shapes, H (C, 2, n, m/2), Phi = A_1 - A_2.  Equal
+    halves then give bitwise-equal activations, so the mirrored init's output is exactly 0, not just ~1e-8.
+    """
+    if pairwise:
+        Xb = X.unsqueeze(1) if X.dim() == 3 else X
+        H = torch.matmul(Xb, _split_halves(W).transpose(-1, -2))
+        A = activate(H, activation)
+        return H, A, A[:, 0] - A[:, 1]
     H = torch.matmul(X, W.transpose(1, 2))
-    return H, activate(H, activation)
+    A = activate(H, activation)
+    return H, A, A
 
 
 def forward(X: Tensor, W: Tensor, v: Tensor, activation: Activation, pairwise: bool) -> Tensor:
     """Network outputs F: (C, n, k)."""
-    _, A = hidden(X, W, activation)
-    return torch.matmul(A, outer_weights(v, pairwise))
+    return torch.matmul(features(X, W, activation, pairwise)[2], v)
 
 
-def backward(
-    X: Tensor, H: Tensor, A: Tensor, u: Tensor, grad_out: Tensor, activation: Activation, pairwise: bool
-) -> tuple[Tensor, Tensor]:
+def backward(X: Tensor, H: Tensor, A: Tensor, Phi: Tensor, v: Tensor, grad_out: Tensor, activation: Activation,
+             pairwise: bool) -> tuple[Tensor, Tensor]:
     """Given dL/dF (C, n, k), return (dL/dW (C, m, d), dL/dv (C, p, k))."""
-    grad_u = torch.matmul(A.transpose(1, 2), grad_out)
-    grad_H = torch.matmul(grad_out, u.transpose(1, 2)).mul_(activation_grad(H, A, activation))
-    grad_W = torch.matmul(grad_H.transpose(1, 2), X)
-    return grad_W, reduce_outer_grad(grad_u, pairwise)
+    grad_v = torch.matmul(Phi.transpose(-1, -2), grad_out)
+    grad_Phi = torch.matmul(grad_out, v.transpose(-1, -2))
+    S = activation_grad(H, A, activation)
+    if pairwise:
+        # dPhi/dA_1 = +1, dPhi/dA_2 = -1
+        S[:, 0].mul_(grad_Phi)
+        S[:, 1].mul_(grad_Phi).neg_()
+        Xb = X.unsqueeze(1) if X.dim() == 3 else X
+        grad_W = torch.matmul(S.transpose(-1, -2), Xb).flatten(1, 2)
+    else:
+        grad_W = torch.matmul(S.mul_(grad_Phi).transpose(-1, -2), X)
+    return grad_W, grad_v

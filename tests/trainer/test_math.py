@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainer.shallow import forward, hidden, backward, outer_weights
+from trainer.shallow import backward, features, forward
 from trainer.losses import loss_and_grad, loss_value
 from trainer.init import mirrored_lecun_init, lecun_init
 from trainer.projection import project_onto_ball_, project_onto_v_set
@@ -13,10 +13,11 @@ torch.set_default_dtype(torch.float64)
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus", "relu"])
 @pytest.mark.parametrize("pairwise", [False, True])
 @pytest.mark.parametrize("loss", ["square", "cross_entropy"])
-def test_hand_written_gradients_match_autograd(activation, pairwise, loss):
+@pytest.mark.parametrize("per_config_batch", [False, True])
+def test_hand_written_gradients_match_autograd(activation, pairwise, loss, per_config_batch):
     g = torch.Generator().manual_seed(0)
     C, n, d, m, k = 3, 17, 5, 8, 4
-    X = torch.randn(n, d, generator=g)
+    X = torch.randn(C, n, d, generator=g) if per_config_batch else torch.randn(n, d, generator=g)
     W = torch.randn(C, m, d, generator=g, requires_grad=True)
     v = torch.randn(C, m // 2 if pairwise else m, k, generator=g, requires_grad=True)
     Y = torch.randn(n, k, generator=g) if loss == "square" else torch.randint(0, k, (n,), generator=g)
@@ -24,11 +25,9 @@ def test_hand_written_gradients_match_autograd(activation, pairwise, loss):
     value.sum().backward()
 
     with torch.no_grad():
-        H, A = hidden(X, W, activation)
-        u = outer_weights(v, pairwise)
-        F = A @ u
-        lv, gF = loss_and_grad(F, Y, loss)
-        gW, gv = backward(X, H, A, u, gF, activation, pairwise)
+        H, A, Phi = features(X, W, activation, pairwise)
+        lv, gF = loss_and_grad(Phi @ v, Y, loss)
+        gW, gv = backward(X, H, A, Phi, v, gF, activation, pairwise)
     torch.testing.assert_close(lv, value.detach())
     torch.testing.assert_close(gW, W.grad)
     torch.testing.assert_close(gv, v.grad)
