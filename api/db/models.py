@@ -7,7 +7,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -20,7 +31,18 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+# Named constraints: Alembic's SQLite batch mode can only drop or alter a constraint it can name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON}
 
 
@@ -79,8 +101,8 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     queue: Mapped[str] = mapped_column(String(16))
     status: Mapped[JobStatus] = mapped_column(
-        SAEnum(JobStatus, name="job_status", values_callable=lambda e: [m.value for m in e], native_enum=False,
-               length=16),
+        SAEnum(JobStatus, name="job_status", values_callable=lambda e: [m.value for m in e],
+               native_enum=False, length=16),
         default=JobStatus.QUEUED, index=True,
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)

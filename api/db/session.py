@@ -12,7 +12,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from narrownet.settings import get_settings
 
 
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://` (what compose files and libpq users write) means psycopg 3, the driver we ship."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -1,0 +1,47 @@
+"""Run the Alembic migrations from code (`narrownet db upgrade`, the API's embedded start, tests).
+
+The migration scripts live in migrations/ next to the api package; the URL is passed on the Alembic config
+(`attributes["database_url"]`), so callers never touch process-global settings to point it elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, pool
+
+from api.db.session import sqlalchemy_url
+from narrownet.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url or get_settings().resolved_database_url
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the database at `url` (default: the configured one) up to `revision`."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None, revision: str) -> None:
+    """Take the database down to `revision` ("base" removes every table narrownet made)."""
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The revision the database is at, or None for an empty one."""
+    url = sqlalchemy_url(url or get_settings().resolved_database_url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
