@@ -1,0 +1,300 @@
+"""The `narrownet` command: the trainer's commands, the API client commands, and the service's processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from narrownet.client import ApiError, ChecksumMismatch, NarrownetClient
+from narrownet.settings import get_settings
+
+app = typer.Typer(name="narrownet", no_args_is_help=True, add_completion=False,
+                  help="Train narrow neural networks: locally, or as jobs on a narrownet service.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (talks to the database directly).")
+datasets_app = typer.Typer(no_args_is_help=True, help="Upload and list datasets on the service.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="API base URL [env NARROWNET_URL]")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="API key [env NARROWNET_API_KEY]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the raw JSON answer")]
+
+
+def _mount_trainer_commands() -> None:
+    # `train` and `predict` come from the trainer's own typer app; the CLI still works before it exists.
+    try:
+        from trainer.cli import app as trainer_app
+    except ModuleNotFoundError as exc:
+        if exc.name != "trainer.cli":
+            raise
+        return
+    app.add_typer(trainer_app)
+
+
+_mount_trainer_commands()
+
+
+# ------------------------------------------------------------------------------------------- client side
+def _client(url: str | None, key: str | None) -> NarrownetClient:
+    settings = get_settings()
+    return NarrownetClient(url or settings.api_url, key or settings.api_key)
+
+
+@contextmanager
+def _api_errors() -> Iterator[None]:
+    """Print a failed call as one readable line and exit 1, instead of a traceback."""
+    try:
+        yield
+    except ApiError as exc:
+        err.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except (httpx.TransportError, ChecksumMismatch, TimeoutError) as exc:
+        err.print(f"[red]error[/red] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(data=data)
+
+
+def _follow(client: NarrownetClient, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Poll a job to a terminal state under a live progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(job["status"], total=job.get("total_steps"))
+
+        def update(current: dict[str, Any]) -> None:
+            loss = (current.get("latest_metrics") or {}).get("train_loss")
+            label = current["status"] + (f" loss={loss:.3g}" if isinstance(loss, float) else "")
+            bar.update(task, description=label, completed=current.get("step") or 0,
+                       total=current.get("total_steps"))
+
+        return client.wait(job["id"], timeout=timeout, on_update=update)
+
+
+@app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec (JSON)")],
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="same key and spec -> same job")] = None,
+    timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds")] = 24 * 3600.0,
+    url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Submit a training job."""
+    try:
+        body = json.loads(spec.read_text())
+    except json.JSONDecodeError as exc:
+        err.print(f"error: {spec} is not valid JSON: {exc}")
+        raise typer.Exit(2) from None
+    with _api_errors(), _client(url, key) as client:
+        job = client.submit(body, idempotency_key=idempotency_key)
+        if not wait:
+            _print_json(job)
+            return
+        job = _follow(client, job, timeout)
+    _print_json(job)
+    if job["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(job_id: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
+    """Show a job."""
+    with _api_errors(), _client(url, key) as client:
+        _print_json(client.job(job_id))
+
+
+@app.command("list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
+    regime: Annotated[str | None, typer.Option(help="regular|constrained")] = None,
+    name: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """List your jobs, newest first."""
+    with _api_errors(), _client(url, key) as client:
+        page = client.jobs(status=status, regime=regime, name=name, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("id", "name", "regime", "status", "progress", "step", "created")
+    for job in page.get("items", []):
+        progress = job.get("progress")
+        table.add_row(job["id"], job.get("name", ""), job.get("regime", ""), job["status"],
+                      "" if progress is None else f"{progress:.0%}", str(job.get("step", "")),
+                      str(job.get("created_at", "")))
+    out.print(table)
+
+
+@app.command()
+def metrics(
+    job_id: str,
+    since_step: Annotated[int | None, typer.Option(min=0)] = None,
+    every: Annotated[int | None, typer.Option(min=1, help="keep every k-th point")] = None,
+    as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Show a job's metric time series."""
+    with _api_errors(), _client(url, key) as client:
+        series = client.metrics(job_id, since_step=since_step, every=every)
+    if as_json:
+        _print_json(series)
+        return
+    points = series.get("points", [])
+    names = sorted({k for p in points for k in p.get("values", {})})
+    table = Table("step", *names)
+    for p in points:
+        values = p.get("values", {})
+        table.add_row(str(p["step"]), *(_fmt(values.get(n)) for n in names))
+    out.print(table)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+@app.command()
+def cancel(job_id: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
+    """Cancel a job (a running job stops within seconds and keeps its last checkpoint)."""
+    with _api_errors(), _client(url, key) as client:
+        _print_json(client.cancel(job_id))
+
+
+@app.command()
+def fetch(
+    job_id: str,
+    output: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="where to write it")]
+    = Path("model.safetensors"),
+    meta: Annotated[bool, typer.Option("--meta", help="also write the metadata JSON next to it")] = False,
+    url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Download a job's checkpoint (sha256 verified)."""
+    with _api_errors(), _client(url, key) as client:
+        digest = client.fetch_checkpoint(job_id, output)
+        if meta:
+            output.with_suffix(".json").write_text(json.dumps(client.checkpoint_meta(job_id), indent=2))
+    out.print(f"{output}  sha256={digest}", highlight=False)
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npz: X, y (X_test, y_test)")],
+    name: Annotated[str | None, typer.Option(help="default: the file name")] = None,
+    url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Upload a dataset; its id goes in a spec as {"source": "dataset", "id": ...}."""
+    with _api_errors(), _client(url, key) as client:
+        _print_json(client.upload_dataset(path, name=name))
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None) -> None:
+    """List your datasets."""
+    with _api_errors(), _client(url, key) as client:
+        page = client.datasets()
+    if as_json:
+        _print_json(page)
+        return
+    table = Table("id", "name", "task", "n_train", "n_test", "bytes", "created")
+    for ds in page.get("items", []):
+        table.add_row(ds["id"], ds.get("name", ""), ds.get("task", ""), str(ds.get("n_train", "")),
+                      str(ds.get("n_test", "")), str(ds.get("size_bytes", "")), str(ds.get("created_at", "")))
+    out.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(dataset_id: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
+    """Show one dataset."""
+    with _api_errors(), _client(url, key) as client:
+        _print_json(client.dataset(dataset_id))
+
+
+# ------------------------------------------------------------------------------------------ server side
+def _upgrade_embedded() -> None:
+    """Embedded mode makes its own schema (production runs `narrownet db upgrade` once, from the API)."""
+    from narrownet.migrate import upgrade
+
+    settings = get_settings()
+    if settings.run_migrations_on_start:
+        upgrade(settings.resolved_database_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema to the latest migration."""
+    from narrownet.migrate import upgrade
+
+    upgrade(get_settings().resolved_database_url)
+    out.print("database schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="who the key is for")]) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from narrownet.serve import create_api_key
+
+    if get_settings().database_url is None:
+        _upgrade_embedded()
+    plaintext = create_api_key(name)
+    print(f"Created API key {name!r}. It is shown only now; store it:")
+    print(plaintext)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    print_key: Annotated[bool, typer.Option("--print-key", help="print a key and a curl example")] = False,
+) -> None:
+    """Run the service: the API and one worker, state under NARROWNET_HOME (SQLite, unless configured)."""
+    from narrownet.serve import embedded_key, run_embedded
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.resolved_artifact_dir.mkdir(parents=True, exist_ok=True)
+    _upgrade_embedded()
+    key = embedded_key(settings) if print_key else None
+    raise typer.Exit(run_embedded(settings, host=host, port=port, key=key))
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated: cpu, gpu")] = "cpu",
+    concurrency: Annotated[int | None, typer.Option(min=1, help="parallel jobs")] = None,
+) -> None:
+    """Run a Celery worker that trains jobs from the given queues."""
+    from worker.celery_app import QUEUES, celery_app
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(names) - set(QUEUES))
+    if not names or unknown:
+        err.print(f"error: --queues: unknown queue(s) {unknown or queues!r}; choose from {', '.join(QUEUES)}")
+        raise typer.Exit(2)
+    settings = get_settings()
+    concurrency = concurrency or settings.worker_concurrency
+    if "gpu" in names and concurrency != 1:
+        err.print("error: --concurrency: a gpu worker runs one job per GPU; start one worker per GPU")
+        raise typer.Exit(2)
+    hostname = f"narrownet-{'-'.join(names)}@%h"
+    celery_app.worker_main(["worker", "--queues", ",".join(names), "--concurrency", str(concurrency),
+                            "--loglevel", settings.log_level, "--hostname", hostname])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name="narrownet", args=sys.argv[1:])

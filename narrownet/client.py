@@ -1,0 +1,152 @@
+"""A small httpx client for the narrownet API (used by the CLI, the tests and the benchmark)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+SHA256_HEADER = "X-Checkpoint-SHA256"
+
+
+class ApiError(Exception):
+    """An error answer from the API, in its one JSON error shape."""
+
+    def __init__(self, status_code: int, code: str, message: str, fields: list[dict[str, str]] | None = None):
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.fields = fields or []
+        detail = "; ".join(f"{f.get('field')}: {f.get('reason')}" for f in self.fields)
+        super().__init__(f"{status_code} {code}: {message}" + (f" ({detail})" if detail else ""))
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        try:
+            error = response.json()["error"]
+            return cls(response.status_code, error.get("code", "error"), error.get("message", ""),
+                       error.get("fields"))
+        except (ValueError, KeyError, TypeError):
+            return cls(response.status_code, "http_error", response.text[:500])
+
+
+class ChecksumMismatch(Exception):
+    """A downloaded checkpoint does not hash to the sha256 the server announced."""
+
+
+def _seg(value: str) -> str:
+    # Ids go into the path as one segment: "../x" or "a/b" must not address another route.
+    return quote(value, safe="")
+
+
+class NarrownetClient:
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=limits,
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NarrownetClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ------------------------------------------------------------------------------------------- health
+    def healthz(self) -> dict[str, Any]:
+        return self._json("GET", "/healthz")
+
+    def readyz(self) -> dict[str, Any]:
+        return self._json("GET", "/readyz")
+
+    # --------------------------------------------------------------------------------------------- jobs
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/v1/jobs", json=spec, headers=headers)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}")
+
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        """GET /v1/jobs; filters: status, regime, name and the pagination parameters."""
+        return self._json("GET", "/v1/jobs", params={k: v for k, v in filters.items() if v is not None})
+
+    def metrics(self, job_id: str, *, since_step: int | None = None,
+                every: int | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in {"since_step": since_step, "every": every}.items() if v is not None}
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}/metrics", params=params)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+
+    def checkpoint_meta(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{_seg(job_id)}/checkpoint/meta")
+
+    def fetch_checkpoint(self, job_id: str, dest: Path) -> str:
+        """Stream the checkpoint to `dest` (atomically) and return its sha256, checked against the header."""
+        dest = Path(dest)
+        partial = dest.with_name(dest.name + ".part")
+        digest = hashlib.sha256()
+        with self._http.stream("GET", f"/v1/jobs/{_seg(job_id)}/checkpoint") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError.from_response(response)
+            announced = response.headers.get(SHA256_HEADER)
+            if not announced:
+                raise ChecksumMismatch(f"the server sent no {SHA256_HEADER} header")
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != announced.lower():
+            partial.unlink(missing_ok=True)
+            raise ChecksumMismatch(f"checkpoint sha256 {digest.hexdigest()} != announced {announced}")
+        partial.replace(dest)
+        return digest.hexdigest()
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job is terminal; raise TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+            time.sleep(poll_interval)
+
+    # ----------------------------------------------------------------------------------------- datasets
+    def upload_dataset(self, path: Path, *, name: str | None = None) -> dict[str, Any]:
+        path = Path(path)
+        with path.open("rb") as f:
+            files = {"file": (path.name, f, "application/octet-stream")}
+            data = {"name": name} if name else {}
+            return self._json("POST", "/v1/datasets", files=files, data=data)
+
+    def datasets(self, **params: Any) -> dict[str, Any]:
+        return self._json("GET", "/v1/datasets", params={k: v for k, v in params.items() if v is not None})
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{_seg(dataset_id)}")

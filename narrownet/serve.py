@@ -1,0 +1,149 @@
+"""`narrownet serve`: the embedded default, an API server and one Celery worker as child processes.
+
+With no NARROWNET_DATABASE_URL / NARROWNET_BROKER_URL set, all state (SQLite database, SQLite-backed broker,
+artifacts) lives under NARROWNET_HOME. The children get the same settings through their environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from sqlalchemy import select
+
+from api.db.models import ApiKey
+from api.db.session import unit_of_work
+from narrownet.settings import Settings
+
+KEY_FILE = "api_key"
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def create_api_key(name: str) -> str:
+    """Create a key in the configured database and return its plaintext (shown once)."""
+    from api.services.keys import create_key
+
+    with unit_of_work() as session:
+        _, plaintext = create_key(session, name)
+    return plaintext
+
+
+def embedded_key(settings: Settings) -> str:
+    """The key stored under home by an earlier `serve --print-key` if still valid, else a new one."""
+    path = settings.home / KEY_FILE
+    if path.exists():
+        plaintext = path.read_text().strip()
+        digest = hashlib.sha256(plaintext.encode()).hexdigest()  # the contract: keys stored as sha256 hex
+        with unit_of_work() as session:
+            live = session.scalar(
+                select(ApiKey.id).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+        if live:
+            return plaintext
+    plaintext = create_api_key("embedded")
+    # The file holds a secret: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(plaintext + "\n")
+    return plaintext
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    # Children resolve the same settings; home is made absolute so they agree whatever their cwd.
+    return {**os.environ, "NARROWNET_HOME": str(settings.home.resolve())}
+
+
+def api_command(host: str, port: int, log_level: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", host,
+            "--port", str(port), "--log-level", log_level.lower()]
+
+
+def worker_command(queues: str, concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "narrownet", "worker", "--queues", queues,
+            "--concurrency", str(concurrency)]
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop(processes: list[subprocess.Popen[bytes]], grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+    """SIGTERM (warm shutdown for celery, graceful for uvicorn); SIGKILL whatever outlives the grace."""
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -> int:
+    """Start the API and a worker (both queues); print the banner once the API answers."""
+    env = child_env(settings)
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    api = subprocess.Popen(api_command(host, port, settings.log_level), env=env)
+    worker = subprocess.Popen(worker_command("cpu,gpu", 1), env=env)
+    children = [api, worker]
+    try:
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        if wait_healthy(url, api):
+            print(banner(url, key), flush=True)
+        while not stopping and all(p.poll() is None for p in children):
+            time.sleep(0.2)
+    finally:
+        stop(children)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopping:
+        return 0
+    died = next(p for p in children if p.returncode is not None)
+    name = "API server" if died is api else "worker"
+    print(f"narrownet serve: the {name} exited with code {died.returncode}; stopped the rest",
+          file=sys.stderr)
+    return 1
+
+
+EXAMPLE_SPEC = {
+    "name": "hello", "regime": "constrained", "model": {"arch": "shallow", "width": 16},
+    "data": {"source": "synthetic", "n": 64, "d": 4},
+    "optim": {"name": "gd", "lr": 0.1, "momentum": 0.9, "iterations": 500},
+}
+
+
+def banner(url: str, key: str | None) -> str:
+    lines = [f"narrownet is up at {url}  (OpenAPI: {url}/docs; Ctrl-C stops it)"]
+    if key is not None:
+        auth = f'-H "Authorization: Bearer {key}"'
+        lines += [
+            "Try:",
+            f"  curl -s {auth} -H 'Content-Type: application/json' \\\n"
+            f"       -d '{json.dumps(EXAMPLE_SPEC)}' {url}/v1/jobs",
+            f"  curl -s {auth} {url}/v1/jobs",
+            "API key (stored in NARROWNET_HOME/api_key):",
+            key,
+        ]
+    return "\n".join(lines)
