@@ -228,19 +228,26 @@ def datasets_show(dataset_id: str, url: UrlOpt = None, key: KeyOpt = None) -> No
 # ------------------------------------------------------------------------------------------ server side
 def _upgrade_embedded() -> None:
     """Embedded mode makes its own schema (production runs `narrownet db upgrade` once, from the API)."""
-    from narrownet.migrate import upgrade
+    from api.db.migrate import upgrade
 
     settings = get_settings()
     if settings.run_migrations_on_start:
+        _sqlite_parent(settings.resolved_database_url).mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url)
+
+
+def _sqlite_parent(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///")).parent if url.startswith("sqlite:///") else Path(".")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to the latest migration."""
-    from narrownet.migrate import upgrade
+    from api.db.migrate import upgrade
 
-    upgrade(get_settings().resolved_database_url)
+    url = get_settings().resolved_database_url
+    _sqlite_parent(url).mkdir(parents=True, exist_ok=True)
+    upgrade(url)
     out.print("database schema is up to date")
 
 
