@@ -83,7 +83,7 @@ def standardization_stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def identity_stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Zeros and ones in the shape standardization_stats would give: 'not standardized'."""
     shape = (X.shape[1],) if X.ndim == 2 else (X.shape[1], 1, 1)
-    return torch.zeros(shape), torch.ones(shape)
+    return torch.zeros(shape, dtype=torch.float32), torch.ones(shape, dtype=torch.float32)
 
 
 def standardize(X: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

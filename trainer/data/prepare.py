@@ -13,15 +13,21 @@ from trainer.data.dataset import Dataset, Task, identity_stats, standardization_
 from trainer.spec import _Split
 
 
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    a = np.ascontiguousarray(a)
+    # Tensors share memory with their array; a read-only (cached) array must not be written through.
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 def as_inputs(X: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return _to_tensor(np.asarray(X, dtype=np.float32))
 
 
 def as_targets(y: np.ndarray, task: Task) -> torch.Tensor:
     if task == "classification":
-        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+        return _to_tensor(np.asarray(y, dtype=np.int64))
     y = np.asarray(y, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(y.reshape(len(y), -1)))
+    return _to_tensor(y.reshape(len(y), -1))
 
 
 def subsample(n: int, k: int, g: torch.Generator) -> torch.Tensor:

@@ -44,7 +44,7 @@ def load_synthetic(spec: SyntheticData) -> Dataset:
     y_test = labels(X_test)
     if spec.labels == "teacher":
         scale = y_train.std()
-        scale = scale if scale > 0 else torch.ones(())
+        scale = scale if scale > 0 else torch.ones((), dtype=torch.float64)
         y_train, y_test = y_train / scale, y_test / scale
     mean, std = identity_stats(X_train)
     return Dataset(
