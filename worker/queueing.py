@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from celery import Celery
+
 from worker.celery_app import QUEUES, celery_app
 
 TASK_NAME = "narrownet.run_job"
 
 
-def enqueue_job(job_id: str, queue: str) -> None:
+def enqueue_job(job_id: str, queue: str, *, app: Celery = celery_app) -> None:
+    """`app`: the API passes the Celery app built from its own settings (one per create_app)."""
     if queue not in QUEUES:
         raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
-    celery_app.send_task(TASK_NAME, args=[job_id], queue=queue)
+    app.send_task(TASK_NAME, args=[job_id], queue=queue)
