@@ -170,13 +170,15 @@ class JobStore:
             self._checkpoint_row(session, step, path, sha256, final=False)
 
     def finish(self, status: JobStatus, *, step: int | None = None,
-               final_metrics: dict[str, Any] | None = None, error: str | None = None,
-               final_checkpoint: tuple[int, Path, str] | None = None) -> None:
+               total_steps: int | None = None, final_metrics: dict[str, Any] | None = None,
+               error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None) -> None:
         """Set the outcome (and, on success, mark the final checkpoint) in one transaction."""
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None,
                                   "finished_at": utcnow()}
         if step is not None:
             values["step"] = step
+        if total_steps is not None:
+            values["total_steps"] = total_steps
         if final_metrics is not None:
             values["final_metrics"] = _finite_or_none(final_metrics)
         if error is not None:

@@ -35,6 +35,8 @@ class JobProgress:
         # Metrics up to the checkpoint are durable before the checkpoint is: a resume never leaves a gap.
         self.flush()
         path = Path(path)
+        # The trainer knows the step count (epochs x batches) only once data is loaded; it rides on the meta.
+        self.total_steps = meta.get("total_steps", self.total_steps)
         self.store.record_checkpoint(step, path, meta["sha256"])
         self.last_checkpoint = (step, path, meta["sha256"])
 

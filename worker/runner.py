@@ -6,6 +6,7 @@ outcome. Anything already finished, cancelled or live-leased by another worker i
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db.models import JobStatus
 from api.db.session import get_sessionmaker
 from narrownet.settings import Settings, get_settings
-from trainer.loop import train
+from trainer.loop import TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
 from worker.job_store import ClaimedJob, JobStore, LeaseLost, claim_job
 from worker.progress import JobProgress
@@ -67,12 +68,20 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         return JobStatus.FAILED
 
     if result.status == "completed":
-        store.finish(JobStatus.SUCCEEDED, step=result.step, final_metrics=result.final_metrics,
-                     final_checkpoint=progress.last_checkpoint)
+        store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
+                     final_metrics=result.final_metrics, final_checkpoint=_final_checkpoint(result))
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
-    store.finish(JobStatus.CANCELLED, step=result.step)
+    store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
     return JobStatus.CANCELLED
+
+
+def _final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
+    # Read from the checkpoint's own metadata: a resumed, already finished run reports it without a callback.
+    if result.checkpoint is None:
+        return None
+    meta = json.loads(result.checkpoint.with_suffix(".json").read_text())
+    return result.step, result.checkpoint, meta["sha256"]
 
 
 def _flush_quietly(progress: JobProgress) -> None:

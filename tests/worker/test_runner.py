@@ -1,0 +1,216 @@
+"""run_job against a real database (SQLite and PostgreSQL) and the real trainer; no Celery here."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from tests.worker.conftest import WorkerDb, tiny_spec
+from trainer.loop import Callbacks, train
+from trainer.spec import JobSpec
+from worker.job_store import JobStore, LeaseLost, claim_job
+from worker.runner import run_job
+
+
+def run(db: WorkerDb, job_id: str, worker_id: str = "w1") -> JobStatus | None:
+    return run_job(job_id, worker_id=worker_id, settings=db.settings, sessions=db.sessions)
+
+
+def metric_rows(db: WorkerDb, job_id: str) -> list[MetricPoint]:
+    with db.sessions() as s:
+        query = select(MetricPoint).where(MetricPoint.job_id == job_id).order_by(MetricPoint.step)
+        return list(s.scalars(query))
+
+
+def checkpoint_rows(db: WorkerDb, job_id: str) -> list[Checkpoint]:
+    with db.sessions() as s:
+        return list(s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.id)))
+
+
+def set_job(db: WorkerDb, job_id: str, **values: Any) -> None:
+    with db.sessions.begin() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class TestOutcomes:
+    def test_queued_job_succeeds_with_every_metric_once_and_a_verified_final_checkpoint(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec())
+
+        assert run(worker_db, job_id) is JobStatus.SUCCEEDED
+
+        job = worker_db.job(job_id)
+        assert (job.status, job.attempt, job.step, job.total_steps) == (JobStatus.SUCCEEDED, 1, 200, 200)
+        assert job.lease_owner is None and job.finished_at is not None and job.error is None
+        points = metric_rows(worker_db, job_id)
+        assert [p.step for p in points] == list(range(0, 201, 20))
+        assert {p.attempt for p in points} == {1}
+        assert job.final_metrics["train_loss"] == pytest.approx(points[-1].values["train_loss"])
+        assert job.latest_metrics == points[-1].values
+        assert points[-1].values["train_loss"] < points[0].values["train_loss"]
+
+        finals = [c for c in checkpoint_rows(worker_db, job_id) if c.final]
+        assert len(finals) == 1 and finals[0].step == 200
+        path = worker_db.settings.resolved_artifact_dir / finals[0].relpath
+        assert path.parent == worker_db.job_dir(job_id)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == finals[0].sha256
+        assert finals[0].size_bytes == path.stat().st_size
+
+    def test_diverging_job_fails_with_the_reason(self, worker_db):
+        spec = tiny_spec(regime="regular", model={"arch": "shallow", "width": 8, "activation": "relu"},
+                         optim={"name": "gd", "lr": 100.0, "momentum": 0.9, "iterations": 200},
+                         metrics_every=1)
+        job_id = worker_db.add_job(spec)
+
+        assert run(worker_db, job_id) is JobStatus.FAILED
+
+        job = worker_db.job(job_id)
+        assert job.status is JobStatus.FAILED and job.lease_owner is None and job.finished_at is not None
+        assert job.error.startswith("TrainingDiverged: training diverged at step")
+
+    def test_dataset_of_another_owner_fails_without_touching_its_file(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec(data={"source": "dataset", "id": "0" * 32}))
+
+        assert run(worker_db, job_id) is JobStatus.FAILED
+
+        assert worker_db.job(job_id).error == f"LookupError: data.id: dataset {'0' * 32} not found"
+        assert metric_rows(worker_db, job_id) == []
+
+    def test_cancel_while_running_stops_within_seconds_and_keeps_the_last_checkpoint(self, worker_db):
+        # Enough iterations that the job is still running when the cancel arrives.
+        spec = tiny_spec(optim={"name": "gd", "lr": 0.01, "iterations": 5_000_000}, metrics_every=500,
+                         checkpoint_every=None)
+        job_id = worker_db.add_job(spec)
+        outcome: list[JobStatus | None] = []
+        thread = threading.Thread(target=lambda: outcome.append(run(worker_db, job_id)), daemon=True)
+        thread.start()
+        wait_for(lambda: worker_db.job(job_id).step > 0, 60, "the job to report progress")
+
+        set_job(worker_db, job_id, cancel_requested=True)
+        thread.join(timeout=60)
+
+        assert outcome == [JobStatus.CANCELLED]
+        job = worker_db.job(job_id)
+        assert job.status is JobStatus.CANCELLED and 0 < job.step < 5_000_000
+        (last,) = [c for c in checkpoint_rows(worker_db, job_id) if c.step == job.step]
+        path = worker_db.settings.resolved_artifact_dir / last.relpath
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == last.sha256
+
+
+class TestClaims:
+    def test_finished_and_live_leased_jobs_are_left_alone(self, worker_db):
+        done = worker_db.add_job(tiny_spec())
+        assert run(worker_db, done) is JobStatus.SUCCEEDED
+        n_points = len(metric_rows(worker_db, done))
+        leased = worker_db.add_job(tiny_spec(), status=JobStatus.RUNNING, attempt=1, lease_owner="other",
+                                   lease_expires_at=utcnow() + timedelta(minutes=5))
+
+        assert run(worker_db, done, worker_id="w2") is None
+        assert run(worker_db, leased, worker_id="w2") is None
+
+        assert worker_db.job(done).attempt == 1 and len(metric_rows(worker_db, done)) == n_points
+        job = worker_db.job(leased)
+        assert (job.status, job.attempt, job.lease_owner) == (JobStatus.RUNNING, 1, "other")
+        assert metric_rows(worker_db, leased) == []
+
+    def test_cancel_requested_while_queued_ends_cancelled_without_running(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec(), cancel_requested=True)
+
+        assert run(worker_db, job_id) is None
+
+        job = worker_db.job(job_id)
+        assert (job.status, job.attempt) == (JobStatus.CANCELLED, 0)
+        assert metric_rows(worker_db, job_id) == [] and not worker_db.job_dir(job_id).exists()
+
+    def test_job_whose_attempts_all_died_fails_instead_of_looping(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec(), status=JobStatus.RUNNING, attempt=3, lease_owner="dead",
+                                   lease_expires_at=utcnow() - timedelta(seconds=1))
+
+        assert run(worker_db, job_id) is None
+
+        job = worker_db.job(job_id)
+        assert job.status is JobStatus.FAILED and job.attempt == 3
+        assert job.error == "gave up after 3 attempts (worker lost each time)"
+
+    def test_a_stale_attempt_is_fenced_out(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec())
+        claim = dict(lease_seconds=30.0, max_attempts=3)
+        with worker_db.sessions.begin() as s:
+            first = claim_job(s, job_id, worker_id="a", **claim)
+        with worker_db.sessions.begin() as s:
+            assert claim_job(s, job_id, worker_id="b", **claim) is None  # lease still live
+        set_job(worker_db, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
+        with worker_db.sessions.begin() as s:
+            second = claim_job(s, job_id, worker_id="b", **claim)
+        assert (first.attempt, second.attempt) == (1, 2)
+        store = dict(lease_seconds=30.0, artifact_dir=worker_db.settings.resolved_artifact_dir)
+        stale = JobStore(worker_db.sessions, first, **store)
+        live = JobStore(worker_db.sessions, second, **store)
+
+        with pytest.raises(LeaseLost):
+            stale.record_metrics([(0, {"train_loss": 1.0})], total_steps=200)
+        with pytest.raises(LeaseLost):
+            stale.finish(JobStatus.SUCCEEDED)
+        with pytest.raises(LeaseLost):
+            stale.heartbeat()
+        assert live.heartbeat() is False
+        live.record_metrics([(0, {"train_loss": 2.0, "nan_metric": math.nan})], total_steps=200)
+
+        job = worker_db.job(job_id)
+        assert (job.status, job.attempt, job.lease_owner) == (JobStatus.RUNNING, 2, "b")
+        (point,) = metric_rows(worker_db, job_id)
+        assert (point.attempt, point.values) == (2, {"train_loss": 2.0, "nan_metric": None})
+
+
+class _StopAt(Callbacks):
+    """A first attempt that dies after step `at`: records the metric points it would have flushed."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.points, self.last = at, [], 0
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.points.append((step, metrics))
+        self.last = step
+
+    def should_stop(self) -> bool:
+        return self.last >= self.at
+
+
+def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_db):
+    spec = tiny_spec()
+    job_id = worker_db.add_job(spec)
+    # Attempt 1, for real: the trainer writes its checkpoint at step 100 into the job's directory; its
+    # metrics reached the database; then its worker vanished, leaving a lease that runs out.
+    first = _StopAt(100)
+    assert train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first).step == 100
+    set_job(worker_db, job_id, status=JobStatus.RUNNING, attempt=1, lease_owner="dead", step=100,
+            lease_expires_at=utcnow() - timedelta(seconds=1))
+    with worker_db.sessions.begin() as s:
+        s.add_all(MetricPoint(job_id=job_id, step=st, values=v, attempt=1) for st, v in first.points)
+
+    assert run(worker_db, job_id, worker_id="w2") is JobStatus.SUCCEEDED
+
+    job = worker_db.job(job_id)
+    assert (job.status, job.attempt, job.step) == (JobStatus.SUCCEEDED, 2, 200)
+    points = metric_rows(worker_db, job_id)
+    assert [p.step for p in points] == list(range(0, 201, 20))
+    assert {p.step for p in points if p.attempt == 2} == set(range(120, 201, 20))
+    # Resumed, not restarted: attempt 2 wrote no checkpoint before step 200.
+    assert [c.step for c in checkpoint_rows(worker_db, job_id) if c.attempt == 2] == [200]
