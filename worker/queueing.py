@@ -9,8 +9,8 @@ from worker.celery_app import QUEUES, celery_app
 TASK_NAME = "narrownet.run_job"
 
 
-def enqueue_job(job_id: str, queue: str, *, app: Celery = celery_app) -> None:
-    """`app`: the API passes the Celery app built from its own settings (one per create_app)."""
+def enqueue_job(job_id: str, queue: str, *, app: Celery | None = None) -> None:
+    """Send narrownet.run_job(job_id) to `queue` (on `app`, default the settings-configured Celery app)."""
     if queue not in QUEUES:
         raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
-    app.send_task(TASK_NAME, args=[job_id], queue=queue)
+    (app or celery_app).send_task(TASK_NAME, args=[job_id], queue=queue)
