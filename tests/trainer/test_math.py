@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from trainer.shallow import backward, features, forward
+from trainer.init import lecun_init, mirrored_lecun_init
 from trainer.losses import loss_and_grad, loss_value
-from trainer.init import mirrored_lecun_init, lecun_init
-from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.metrics import jacobian_sigma_min
+from trainer.projection import project_onto_ball_, project_onto_v_set
+from trainer.shallow import backward, features, forward
 
 torch.set_default_dtype(torch.float64)
 
@@ -62,6 +62,14 @@ def test_ball_projection_keeps_each_config_within_its_radius_and_leaves_inside_p
     # the projection moves along the ray from W0 (direction kept)
     cos = torch.nn.functional.cosine_similarity((W[1] - W0[1]).flatten(), (before[1] - W0[1]).flatten(), dim=0)
     assert cos.item() == pytest.approx(1.0)
+
+
+def test_ball_projection_of_a_far_point_lands_on_the_sphere_not_back_at_w0():
+    W0 = torch.randn(1, 50, 20, dtype=torch.float32)
+    W = W0 + 1e20  # a diverging step: the float32 sum of squares would overflow
+    project_onto_ball_(W, W0, torch.tensor([5.0]))
+    dist = torch.linalg.vector_norm((W - W0).double())
+    assert dist.item() == pytest.approx(5.0, rel=1e-3)
 
 
 def _brute_force_v_projection(v, zeta, gamma):

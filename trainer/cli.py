@@ -1,0 +1,172 @@
+"""`narrownet train` / `predict` / `sweep`: the trainer on the command line, no service needed.
+
+Also runnable as `python -m trainer.cli` where only the trainer is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from trainer.checkpoint import CheckpointError, load_checkpoint
+from trainer.data import DataError, load_data
+from trainer.loop import Callbacks, TrainingDiverged, train
+from trainer.shallow_learner import total_steps
+from trainer.spec import JobSpec
+
+app = typer.Typer(help="Train narrow networks in the paper's regular and constrained regimes.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def validation_messages(e: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()]
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise fail(f"{what}: file {path} not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(f"{what}: {path} is not valid JSON ({e})") from e
+
+
+def load_spec(path: Path) -> JobSpec:
+    try:
+        return JobSpec.model_validate(read_json(path, "spec"))
+    except ValidationError as e:
+        raise fail("invalid spec\n  " + "\n  ".join(validation_messages(e))) from e
+
+
+class ProgressCallbacks(Callbacks):
+    def __init__(self, progress: Progress, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.progress.update(self.task, completed=step, loss=metrics["train_loss"])
+
+
+@app.command("train")
+def train_command(
+    spec_path: Path = typer.Argument(..., metavar="SPEC.json", help="job spec (JSON)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory: checkpoints, metadata, metrics.jsonl"),
+    data_dir: Path | None = typer.Option(None, help="local MNIST/CIFAR files (default: NARROWNET_DATA_DIR)"),
+) -> None:
+    """Train one job; resumes if OUT already holds a checkpoint of the same spec."""
+    spec = load_spec(spec_path)
+    if data_dir is None:
+        data_dir = _default_data_dir()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
+    try:
+        data = load_data(spec.data, data_dir=data_dir)
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(spec.name, total=total_steps(spec, data.n_train), loss=float("nan"))
+            result = train(spec, out, callbacks=ProgressCallbacks(progress, task), data=data)
+    except (DataError, CheckpointError, TrainingDiverged, RuntimeError) as e:
+        raise fail(str(e)) from e
+    table = Table(title=f"{spec.name}: {result.status} at step {result.step}/{result.total_steps}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.final_metrics.items():
+        table.add_row(name, f"{value:.6g}")
+    Console().print(table)
+    Console().print(f"checkpoint: {result.checkpoint}")
+
+
+def _default_data_dir() -> Path | None:
+    try:  # the service's settings object, when narrownet is installed; the trainer does not need it
+        from narrownet.settings import get_settings
+    except ImportError:
+        return None
+    return get_settings().data_dir
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="a .safetensors checkpoint written by `train`"),
+    data: Path = typer.Argument(..., help=".npz with X (and optionally y to report the loss)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write predictions to this .npz"),
+) -> None:
+    """Predict with a checkpoint (sha256 verified); report loss/accuracy when y is given."""
+    from trainer.losses import accuracy, loss_value
+    from trainer.predict import predict
+
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        raise fail(str(e)) from e
+    try:
+        with np.load(data, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise fail(f"data: cannot read {data} as .npz without pickles ({e})") from e
+    if "X" not in arrays or arrays["X"].dtype.kind not in "fiu" or not np.isfinite(arrays["X"]).all():
+        raise fail("data.X: missing, non-numeric or not finite")
+    try:
+        F = predict(ckpt, torch.from_numpy(arrays["X"]))
+    except ValueError as e:
+        raise fail(str(e)) from e
+    spec = JobSpec.model_validate(ckpt.meta["spec"])
+    summary: dict[str, Any] = {"n": int(F.shape[0]), "outputs": int(F.shape[1])}
+    if "y" in arrays:
+        y = torch.from_numpy(arrays["y"])
+        if y.dtype.is_floating_point:
+            Y = y.float().reshape(len(y), -1)
+            summary["loss"] = float(loss_value(F[None], Y, "square")[0])
+        else:
+            labels = y.long()
+            target = labels if spec.loss == "cross_entropy" else torch.nn.functional.one_hot(
+                labels, F.shape[1]).float()
+            summary["loss"] = float(loss_value(F[None], target, spec.loss)[0])
+            summary["accuracy"] = float(accuracy(F[None], labels)[0])
+    if out is not None:
+        np.savez(out, predictions=F.numpy())
+        summary["written"] = str(out)
+    typer.echo(json.dumps(summary))
+
+
+@app.command("sweep")
+def sweep_command(
+    sweep_path: Path = typer.Argument(..., metavar="SWEEP.json", help='{"base": <job spec>, "lr_hidden": [...], ...}'),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write results as JSON here"),
+) -> None:
+    """Train a grid of learning rates / radii / seeds as one vectorized program."""
+    from trainer.sweep import SweepSpec, run_sweep
+
+    try:
+        sweep = SweepSpec.model_validate(read_json(sweep_path, "sweep"))
+    except ValidationError as e:
+        raise fail("invalid sweep\n  " + "\n  ".join(validation_messages(e))) from e
+    try:
+        result = run_sweep(sweep, on_chunk=lambda done, total: console.print(f"{done}/{total} configs"))
+    except DataError as e:
+        raise fail(str(e)) from e
+    rows = [{"lr_hidden": c[0], "lr_outer": c[1], "radius": c[2], "seed": c[3], **final}
+            for c, final in zip(result.configs, result.final, strict=True)]
+    table = Table(title=f"{len(rows)} configs")
+    for col in ("lr_hidden", "lr_outer", "radius", "seed", "train_loss"):
+        table.add_column(col, justify="right")
+    for r in sorted(rows, key=lambda r: r["train_loss"] if r["train_loss"] == r["train_loss"] else float("inf")):
+        table.add_row(*(f"{r[c]:.4g}" for c in ("lr_hidden", "lr_outer", "radius", "seed", "train_loss")))
+    Console().print(table)
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    app()

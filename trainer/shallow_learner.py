@@ -1,0 +1,193 @@
+"""Algorithm 2 for C configs at once: the shallow net's training state and one (projected) step.
+
+Every tensor carries a leading config dimension C; a single job is C = 1, and a sweep stacks its grid into C.
+Configs share data, shapes and the spec's non-swept settings; they differ in lr_hidden, lr_outer, radius, seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trainer.checkpoint import CheckpointError
+from trainer.data import Dataset
+from trainer.init import init_batch
+from trainer.losses import accuracy, loss_and_grad, loss_value
+from trainer.metrics import jacobian_sigma_min, outer_weight_stats
+from trainer.optim import adam_step_, sgd_step_
+from trainer.projection import project_onto_ball_, project_onto_v_set
+from trainer.schedule import lr_factor
+from trainer.shallow import backward, features, outer_weights
+from trainer.spec import JobSpec, ShallowModel
+
+
+@dataclass(frozen=True)
+class ConfigGrid:
+    """Per-config hyperparameters, each a list of length C."""
+
+    lr_hidden: list[float]
+    lr_outer: list[float]
+    radius: list[float]  # math.inf = unconstrained
+    seed: list[int]
+
+    @classmethod
+    def single(cls, spec: JobSpec) -> ConfigGrid:
+        return cls([spec.optim.hidden_lr], [spec.optim.outer_lr], [spec.radius], [spec.seed])
+
+    def __len__(self) -> int:
+        return len(self.seed)
+
+
+def steps_per_epoch(n: int, batch_size: int | None) -> int:
+    return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
+
+
+def total_steps(spec: JobSpec, n: int) -> int:
+    if spec.optim.iterations is not None:
+        return spec.optim.iterations
+    return spec.optim.epochs * steps_per_epoch(n, spec.optim.batch_size)  # type: ignore[operator]
+
+
+def batch_seed(seed: int, epoch: int) -> int:
+    # Batch order is a pure function of (seed, epoch): a resumed run draws the same batches as an uninterrupted one.
+    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+
+
+class ShallowLearner:
+    def __init__(self, spec: JobSpec, data: Dataset, grid: ConfigGrid, device: torch.device) -> None:
+        if not isinstance(spec.model, ShallowModel):
+            raise TypeError("ShallowLearner trains arch 'shallow' only")
+        self.spec, self.grid, self.device = spec, grid, device
+        self.activation = spec.model.activation
+        self.pairwise = spec.regime == "constrained"
+        self.loss = spec.loss
+        self.classification = data.task == "classification"
+        to = dict(device=device)
+        self.X = data.X_train.flatten(1).to(**to)
+        self.X_test = data.X_test.flatten(1).to(**to)
+        self.labels = data.y_train.to(**to) if self.classification else None
+        self.labels_test = data.y_test.to(**to) if self.classification else None
+        self.Y = self._targets(data.y_train, data.num_classes).to(**to)
+        self.Y_test = self._targets(data.y_test, data.num_classes).to(**to)
+        self.n, self.d = self.X.shape
+        self.k = data.num_classes if self.classification else data.y_train.shape[1]
+        self.total_steps = total_steps(spec, self.n)
+        self.steps_per_epoch = steps_per_epoch(self.n, spec.optim.batch_size)
+
+        C = len(grid)
+        shape = (C, 1, 1)
+        self.lr_hidden = torch.tensor(grid.lr_hidden, dtype=torch.float32, device=device).view(shape)
+        self.lr_outer = torch.tensor(grid.lr_outer, dtype=torch.float32, device=device).view(shape)
+        self.radius = torch.tensor(grid.radius, dtype=torch.float32, device=device)
+        self.project_w = any(math.isfinite(r) for r in grid.radius)
+        c = spec.constraint
+        self.project_v = self.pairwise and (c.zeta is not None or c.gamma is not None)
+        self.zeta = c.zeta or 0.0
+        self.gamma = c.gamma if c.gamma is not None else math.inf
+
+        W, v = init_batch(spec.regime, spec.model.width, self.d, self.k, grid.seed)
+        self.W, self.v = W.to(**to), v.to(**to)
+        self.W0 = self.W.clone()
+        self.opt: dict[str, Tensor] = {}
+        o = spec.optim
+        if o.name == "adam":
+            for name, p in (("W", self.W), ("v", self.v)):
+                self.opt[f"{name}.exp_avg"] = torch.zeros_like(p)
+                self.opt[f"{name}.exp_avg_sq"] = torch.zeros_like(p)
+        elif o.momentum > 0:
+            self.opt["W.momentum"] = torch.zeros_like(self.W)
+            self.opt["v.momentum"] = torch.zeros_like(self.v)
+        self._epoch_index: tuple[int, Tensor] | None = None
+
+    def _targets(self, y: Tensor, num_classes: int | None) -> Tensor:
+        if not self.classification:
+            return y
+        if self.loss == "cross_entropy":
+            return y
+        return torch.nn.functional.one_hot(y, num_classes).to(torch.float32)  # square loss on one-hot targets
+
+    # ------------------------------------------------------------------------------------------ training step
+    def _batch(self, step: int) -> tuple[Tensor, Tensor]:
+        b = self.spec.optim.batch_size
+        if self.steps_per_epoch == 1:
+            return self.X, self.Y
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if self._epoch_index is None or self._epoch_index[0] != epoch:
+            perms = [torch.randperm(self.n, generator=torch.Generator().manual_seed(batch_seed(s, epoch)))
+                     for s in self.grid.seed]
+            self._epoch_index = (epoch, torch.stack(perms).to(self.device))
+        idx = self._epoch_index[1][:, pos * b:(pos + 1) * b]  # (C, b)
+        return self.X[idx], self.Y[idx]
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        """One step of Algorithm 2 (0-based index `step`): gradient step, then the projections."""
+        o = self.spec.optim
+        X, Y = self._batch(step)
+        H, A, Phi = features(X, self.W, self.activation, self.pairwise)
+        _, grad_out = loss_and_grad(torch.matmul(Phi, self.v), Y, self.loss)
+        grad_W, grad_v = backward(X, H, A, Phi, self.v, grad_out, self.activation, self.pairwise)
+        factor = lr_factor(o.schedule, step, self.total_steps, o.milestones, o.step_gamma)
+        lr_W, lr_v = self.lr_hidden * factor, self.lr_outer * factor
+        if o.name == "adam":
+            for p, g, lr, name in ((self.W, grad_W, lr_W, "W"), (self.v, grad_v, lr_v, "v")):
+                adam_step_(p, g, self.opt[f"{name}.exp_avg"], self.opt[f"{name}.exp_avg_sq"], lr, step + 1,
+                           o.betas, o.eps, o.weight_decay)
+        else:
+            sgd_step_(self.W, grad_W, self.opt.get("W.momentum"), lr_W, o.momentum, o.weight_decay, o.nesterov)
+            sgd_step_(self.v, grad_v, self.opt.get("v.momentum"), lr_v, o.momentum, o.weight_decay, o.nesterov)
+        if self.project_w:
+            project_onto_ball_(self.W, self.W0, self.radius)  # (10): ||W - W0||_F <= r
+        if self.project_v:
+            self.v.copy_(project_onto_v_set(self.v, self.zeta, self.gamma))  # (10): v in V
+
+    # -------------------------------------------------------------------------------------------- metrics
+    @torch.no_grad()
+    def evaluate(self, jacobian: bool = False) -> dict[str, Tensor]:
+        """Per-config metrics (each a (C,) tensor), on the full training set and the test set."""
+        out: dict[str, Tensor] = {}
+        F = torch.matmul(features(self.X, self.W, self.activation, self.pairwise)[2], self.v)
+        out["train_loss"] = loss_value(F, self.Y, self.loss)
+        if self.classification:
+            out["train_accuracy"] = accuracy(F, self.labels)
+        if self.X_test.shape[0]:
+            F_test = torch.matmul(features(self.X_test, self.W, self.activation, self.pairwise)[2], self.v)
+            out["test_loss"] = loss_value(F_test, self.Y_test, self.loss)
+            if self.classification:
+                out["test_accuracy"] = accuracy(F_test, self.labels_test)
+        out["w_dist"] = torch.linalg.vector_norm((self.W - self.W0).flatten(1), dim=1)
+        out["v_min"], out["v_ratio"] = outer_weight_stats(self.v)
+        if jacobian:
+            sigma = jacobian_sigma_min(self.X, self.W, outer_weights(self.v, self.pairwise), self.activation)
+            if sigma is not None:
+                out["jacobian_sigma_min"] = sigma
+        return out
+
+    # ------------------------------------------------------------------------------------------ state I/O
+    def state_tensors(self, config: int = 0) -> dict[str, Tensor]:
+        """One config's full training state (what a checkpoint holds to resume bit for bit)."""
+        state = {"W": self.W[config], "v": self.v[config], "W0": self.W0[config]}
+        state.update({f"opt.{k}": t[config] for k, t in self.opt.items()})
+        return state
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if len(self.grid) != 1:
+            raise ValueError("resuming is per job (C = 1)")
+        expected = set(self.state_tensors())
+        missing = expected - set(tensors)
+        if missing:
+            raise CheckpointError(f"checkpoint lacks tensors {sorted(missing)}")
+        for name in expected:
+            target = self._tensor(name)
+            src = tensors[name]
+            if tuple(src.shape) != tuple(target.shape[1:]):
+                raise CheckpointError(f"tensor {name}: shape {tuple(src.shape)} != {tuple(target.shape[1:])}")
+            target[0].copy_(src)
+
+    def _tensor(self, name: str) -> Tensor:
+        if name.startswith("opt."):
+            return self.opt[name[4:]]
+        return {"W": self.W, "v": self.v, "W0": self.W0}[name]
