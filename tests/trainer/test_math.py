@@ -109,7 +109,7 @@ def test_jacobian_sigma_min_matches_explicit_jacobian():
     u = torch.randn(C, m, 1, generator=g)
     got = jacobian_sigma_min(X, W, u, "tanh")
     for c in range(C):
-        J = torch.autograd.functional.jacobian(lambda w: (torch.tanh(X @ w.T) @ u[c]).squeeze(-1), W[c])
+        J = torch.autograd.functional.jacobian(lambda w, uc=u[c]: (torch.tanh(X @ w.T) @ uc).squeeze(-1), W[c])
         expected = torch.linalg.svdvals(J.reshape(n, m * d)).min()
         torch.testing.assert_close(got[c], expected)
     # n > m d: J has m d singular values; the smallest must still match
