@@ -13,6 +13,16 @@ from narrownet.settings import get_settings
 QUEUES = ("cpu", "gpu")
 
 
+def _transport_options(broker_url: str) -> dict[str, object]:
+    if broker_url.startswith("sqla+sqlite"):
+        # kombu hands these to create_engine: the API and the worker share one SQLite file, so wait for its
+        # lock rather than fail with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    if broker_url.startswith(("redis://", "rediss://")):
+        return {"socket_connect_timeout": 5}
+    return {}
+
+
 def make_celery(broker_url: str) -> Celery:
     app = Celery("narrownet", broker=broker_url, include=["worker.tasks"])
     app.conf.update(
@@ -30,8 +40,7 @@ def make_celery(broker_url: str) -> Celery:
         broker_connection_retry_on_startup=True,
         # Bounded broker I/O: a send that cannot reach the broker fails instead of hanging a request.
         broker_connection_timeout=5,
-        broker_transport_options={"max_retries": 3, "interval_start": 0, "interval_step": 0.5,
-                                  "interval_max": 2},
+        broker_transport_options=_transport_options(broker_url),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
