@@ -7,7 +7,7 @@ from trainer.data import augment_batch
 
 
 def images(n=16, C=3, H=8, W=8):
-    return torch.randn(n, C, H, W, generator=torch.Generator().manual_seed(123))
+    return torch.randn(n, C, H, W, generator=torch.Generator().manual_seed(123), dtype=torch.float32)
 
 
 def test_augment_is_deterministic_per_generator_and_preserves_shape():

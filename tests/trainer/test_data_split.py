@@ -32,7 +32,7 @@ def test_mnist5k_shapes_classes_and_pixel_scale():
     assert ds.num_classes == 10
     assert torch.equal(torch.bincount(ds.y_test), torch.full((10,), 50))  # 500 per class, stratified
     assert ds.X_train.min() == 0 and ds.X_train.max() == 1  # scaled /255
-    assert torch.equal(ds.x_mean, torch.zeros(1, 1, 1)) and torch.equal(ds.x_std, torch.ones(1, 1, 1))
+    assert ds.x_mean.tolist() == [[[0.0]]] and ds.x_std.tolist() == [[[1.0]]]
 
 
 def test_split_is_deterministic_for_a_seed_and_differs_across_seeds():
@@ -71,7 +71,7 @@ def test_standardization_stats_come_from_the_training_split_only(tmp_path):
     ds = load_data(npz_spec(tmp_path, {"X": X, "y": y, "X_test": X_test, "y_test": y_test}))
     torch.testing.assert_close(ds.x_mean, torch.tensor(X.mean(0), dtype=torch.float32))
     torch.testing.assert_close(ds.x_std, torch.tensor(X.std(0), dtype=torch.float32))
-    torch.testing.assert_close(ds.X_train.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ds.X_train.mean(0), torch.zeros(4, dtype=torch.float32), atol=1e-5, rtol=0)
     assert (ds.X_test.mean(0) > 20).all()  # test data standardized with the training stats
     # Predict time: the stored stats reproduce the loader's transform on raw inputs.
     raw = torch.tensor(X_test, dtype=torch.float32)
@@ -96,14 +96,15 @@ def test_image_standardization_is_per_channel(tmp_path):
     ds = load_data(npz_spec(tmp_path, {"X": X, "y": rng.integers(0, 3, 40)}, test_fraction=0.0))
     assert ds.x_mean.shape == (3, 1, 1) and ds.x_std.shape == (3, 1, 1)
     torch.testing.assert_close(ds.x_mean.flatten(), torch.tensor(X.mean((0, 2, 3)), dtype=torch.float32))
-    torch.testing.assert_close(ds.X_train.std((0, 2, 3), correction=0), torch.ones(3), atol=1e-4, rtol=0)
+    channel_std = ds.X_train.std((0, 2, 3), correction=0)
+    torch.testing.assert_close(channel_std, torch.ones(3, dtype=torch.float32), atol=1e-4, rtol=0)
 
 
 def test_constant_feature_gets_unit_std_instead_of_dividing_by_zero(tmp_path):
     X = np.stack([np.arange(20.0), np.full(20, 7.0)], axis=1)
     ds = load_data(npz_spec(tmp_path, {"X": X, "y": np.arange(20.0)}, test_fraction=0.0))
     assert ds.x_std[1] == 1 and torch.isfinite(ds.X_train).all()
-    assert torch.equal(ds.X_train[:, 1], torch.zeros(20))
+    assert torch.equal(ds.X_train[:, 1], torch.zeros(20, dtype=torch.float32))
 
 
 def test_given_test_set_ignores_test_fraction_and_limit_keeps_the_ratio(tmp_path):
@@ -116,9 +117,9 @@ def test_given_test_set_ignores_test_fraction_and_limit_keeps_the_ratio(tmp_path
 
 
 def test_dataset_rejects_tensors_that_break_its_invariants():
-    X, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64)
+    X, y = torch.zeros(4, 2, dtype=torch.float32), torch.zeros(4, dtype=torch.int64)
     ok = dict(X_train=X, y_train=y, X_test=X[:0], y_test=y[:0], task="classification", num_classes=2,
-              x_mean=torch.zeros(2), x_std=torch.ones(2))
+              x_mean=torch.zeros(2, dtype=torch.float32), x_std=torch.ones(2, dtype=torch.float32))
     assert Dataset(**ok).n_train == 4
     with pytest.raises(ValueError, match="y_train"):
         Dataset(**{**ok, "y_train": y.float()})

@@ -24,7 +24,7 @@ def test_synthetic_differs_across_seeds():
 
 def test_synthetic_rows_have_unit_norm_in_train_and_test():
     ds = load_data(synthetic())
-    ones = torch.ones(50)
+    ones = torch.ones(50, dtype=torch.float32)
     torch.testing.assert_close(ds.X_train.norm(dim=1), ones, rtol=0, atol=1e-6)
     torch.testing.assert_close(ds.X_test.norm(dim=1), ones[:20], rtol=0, atol=1e-6)
 
@@ -35,7 +35,8 @@ def test_synthetic_shapes_dtypes_and_no_standardization():
     assert ds.y_train.shape == (50, 1) and ds.y_test.shape == (20, 1)
     assert ds.X_train.dtype == ds.y_train.dtype == torch.float32
     assert (ds.task, ds.num_classes, ds.output_dim, ds.input_shape) == ("regression", None, 1, (7,))
-    assert torch.equal(ds.x_mean, torch.zeros(7)) and torch.equal(ds.x_std, torch.ones(7))
+    assert ds.x_mean.dtype == ds.x_std.dtype == torch.float32
+    assert ds.x_mean.tolist() == [0.0] * 7 and ds.x_std.tolist() == [1.0] * 7
 
 
 def test_synthetic_training_set_does_not_depend_on_n_test():
