@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="local MNIST IDX / CIFAR python batches")
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_upload_uncompressed_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1024,
+        description="cap on an uploaded .npz's arrays once decompressed (zip bombs; memory while validating)",
+    )
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="cap on JSON request bodies")
     max_queued_jobs_per_user: int = Field(default=100, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per key per minute")
