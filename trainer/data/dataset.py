@@ -10,7 +10,7 @@ import torch
 Task = Literal["regression", "classification"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare fields with torch.equal
 class Dataset:
     """Train and test tensors on the CPU.
 
@@ -48,6 +48,12 @@ class Dataset:
             raise ValueError("num_classes: set for classification only")
         if self.y_test.ndim == 2 and self.y_test.shape[1] != self.y_train.shape[1]:
             raise ValueError("y_test: output dimension differs from y_train")
+
+    def __repr__(self) -> str:  # the default would print every tensor
+        return (
+            f"Dataset(task={self.task!r}, n_train={self.n_train}, n_test={self.n_test}, "
+            f"input_shape={self.input_shape}, output_dim={self.output_dim})"
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
