@@ -1,0 +1,87 @@
+"""docker-compose.yml, checked without a Docker engine: commands are real entry points, settings are real."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+
+from narrownet.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+OURS = sorted(name for name, svc in SERVICES.items() if "build" in svc)
+VENV_BIN = Path(sys.executable).parent
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the "KEY=value" list form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def settings_env_names() -> dict[str, str]:
+    """Environment variable -> Settings field, as pydantic-settings resolves them (prefix, or the aliases)."""
+    names = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update({str(choice).upper(): field for choice in alias.choices})
+        elif isinstance(alias, str):
+            names[alias.upper()] = field
+        else:
+            names[f"NARROWNET_{field.upper()}"] = field
+    return names
+
+
+def test_the_stack_has_its_parts():
+    assert {"postgres", "redis", "api", "worker-cpu", "worker-gpu"} <= set(SERVICES)
+    for infra in ("postgres", "redis"):
+        assert SERVICES[infra]["healthcheck"]["test"], f"{infra} needs a healthcheck"
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        mounts = [v.split(":")[:2] for v in SERVICES[name]["volumes"]]
+        assert ["artifacts", env_of(SERVICES[name])["NARROWNET_ARTIFACT_DIR"]] in mounts, name
+    assert "artifacts" in COMPOSE["volumes"]
+    (device,) = SERVICES["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert SERVICES["worker-gpu"]["command"][-2:] == ["--concurrency", "1"]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_narrownet_variable_is_a_setting_with_a_valid_value(name, monkeypatch):
+    known = settings_env_names()
+    env = {k: v for k, v in env_of(SERVICES[name]).items() if k.startswith("NARROWNET_")}
+    assert env, f"{name} sets no NARROWNET_* variable"
+    unknown = sorted(set(env) - set(known))
+    assert not unknown, f"{name}: {unknown} are not fields of narrownet.settings.Settings"
+    for key in list(known):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()  # raises if a value does not validate
+    for key in env:
+        assert key in known and getattr(settings, known[key]) is not None
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_command_is_a_real_entry_point(name):
+    command = SERVICES[name]["command"]
+    assert isinstance(command, list), f"{name}: use the exec (list) form, so signals reach the process"
+    executable = VENV_BIN / command[0]
+    assert executable.exists(), f"{name}: {command[0]} is not installed in the environment"
+    # --help after the real arguments: an unknown option or subcommand still fails to parse.
+    result = subprocess.run([str(executable), *command[1:], "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"{name}: {command} --help exited {result.returncode}\n{result.stderr}"
+    if command[0] == "uvicorn":
+        # uvicorn answers --help without importing the app, so import it here.
+        module, attr = command[1].split(":")
+        assert callable(getattr(importlib.import_module(module), attr))
