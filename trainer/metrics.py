@@ -28,9 +28,13 @@ def jacobian_sigma_min(X: Tensor, W: Tensor, u: Tensor, activation: Activation) 
     S = activation_grad(H, A, activation)  # (C, n, m)
     Su = S * u.to(torch.float64).transpose(1, 2)  # (C, n, m): S diag(u)
     gram = (X.to(torch.float64) @ X.to(torch.float64).T) * (Su @ Su.transpose(1, 2))
+    # A diverged config (inf/NaN weights) must not break the decomposition for the others in a sweep.
+    finite = torch.isfinite(gram).flatten(1).all(dim=1)
+    gram = torch.where(finite.view(-1, 1, 1), gram, torch.eye(n, dtype=gram.dtype, device=gram.device))
     eig = torch.linalg.eigvalsh(gram)  # ascending
     index = n - min(n, m * d)
-    return eig[:, index].clamp_min(0).sqrt().to(W.dtype)
+    sigma = eig[:, index].clamp_min(0).sqrt()
+    return torch.where(finite, sigma, torch.nan).to(W.dtype)
 
 
 def outer_weight_stats(v: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from trainer.checkpoint import CheckpointError
-from trainer.data import Dataset
+from trainer.data import DataError, Dataset
 from trainer.init import init_batch
 from trainer.losses import accuracy, loss_and_grad, loss_value
 from trainer.metrics import jacobian_sigma_min, outer_weight_stats
@@ -21,7 +21,7 @@ from trainer.optim import adam_step_, sgd_step_
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.schedule import lr_factor
 from trainer.shallow import backward, features, outer_weights
-from trainer.spec import JobSpec, ShallowModel
+from trainer.spec import MAX_SHALLOW_PARAMS, JobSpec, ShallowModel
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,10 @@ class ShallowLearner:
         self.Y_test = self._targets(data.y_test, data.num_classes).to(**to)
         self.n, self.d = self.X.shape
         self.k = data.num_classes if self.classification else data.y_train.shape[1]
+        if self.loss == "cross_entropy" and not self.classification:
+            raise DataError("loss", "cross_entropy needs integer class labels; this data is regression")
+        if spec.model.width * self.d > MAX_SHALLOW_PARAMS:
+            raise DataError("model.width", f"width x input dim = {spec.model.width * self.d} > {MAX_SHALLOW_PARAMS}")
         self.total_steps = total_steps(spec, self.n)
         self.steps_per_epoch = steps_per_epoch(self.n, spec.optim.batch_size)
 

@@ -204,16 +204,18 @@ class JobSpec(StrictModel):
         if isinstance(self.data, SyntheticData) and self.loss != "square":
             raise ValueError("loss: synthetic data is regression, loss must be square")
         if self.regime == "constrained":
-            width = m.width if isinstance(m, ShallowModel) else m.hidden[-1] if isinstance(m, MLPModel) else None
-            if width is not None and width % 2:
-                raise ValueError(f"model.width: the constrained regime pairs neurons (v, -v), so width {width} must be even")
+            # The pairwise net (9) splits the paired layer into halves (v, -v).
+            if isinstance(m, ShallowModel) and m.width % 2:
+                raise ValueError(f"model.width: the constrained regime pairs neurons, so {m.width} must be even")
+            if isinstance(m, MLPModel) and m.hidden[-1] % 2:
+                raise ValueError(f"model.hidden: the constrained regime pairs the last layer, {m.hidden[-1]} is odd")
             if isinstance(m, ResNet18Model) and m.block4_width % 2:
                 raise ValueError("model.block4_width: the constrained regime pairs channels, so it must be even")
         if (self.constraint.zeta is not None or self.constraint.gamma is not None) and self.regime != "constrained":
-            raise ValueError("constraint.zeta: zeta/gamma constrain the pairwise outer layer, only in the constrained regime")
+            raise ValueError("constraint.zeta: zeta and gamma bound the pairwise outer layer (constrained regime only)")
         if isinstance(m, ShallowModel) and isinstance(self.data, SyntheticData):
             if m.width * self.data.d > MAX_SHALLOW_PARAMS:
-                raise ValueError(f"model.width: width x d = {m.width * self.data.d} exceeds the cap {MAX_SHALLOW_PARAMS}")
+                raise ValueError(f"model.width: width x d = {m.width * self.data.d} exceeds {MAX_SHALLOW_PARAMS}")
         return self
 
     @property

@@ -4,7 +4,7 @@ from trainer.spec import JobSpec
 
 
 def shallow_spec(**overrides) -> JobSpec:
-    """A tiny synthetic shallow job; nested dict overrides merge into the defaults."""
+    """A tiny synthetic shallow job; nested dict overrides merge into the defaults (data is replaced whole)."""
     spec = {
         "name": "tiny", "regime": "constrained",
         "model": {"arch": "shallow", "width": 16, "activation": "tanh"},
@@ -15,7 +15,7 @@ def shallow_spec(**overrides) -> JobSpec:
         "metrics_every": 10, "seed": 3, "device": "cpu",
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+        if key != "data" and isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value

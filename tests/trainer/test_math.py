@@ -7,7 +7,14 @@ from trainer.metrics import jacobian_sigma_min
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.shallow import backward, features, forward
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    # Exact comparisons against autograd/brute force need float64; restore the default for other modules.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus", "relu"])

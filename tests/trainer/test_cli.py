@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from trainer.checkpoint import latest_checkpoint
+from trainer.cli import app
+from trainer.data import load_data
+
+runner = CliRunner()
+
+
+def _write(tmp_path, name, obj):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_train_then_predict_reproduces_the_final_training_loss(tmp_path, make_spec):
+    spec = make_spec(optim={"iterations": 120})
+    spec_path = _write(tmp_path, "spec.json", spec.model_dump(mode="json"))
+    result = runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "completed at step 120/120" in result.output
+    ckpt = latest_checkpoint(tmp_path / "run")
+    data = load_data(spec.data)
+    np.savez(tmp_path / "train.npz", X=data.X_train.numpy(), y=data.y_train.numpy())
+    out = runner.invoke(app, ["predict", str(ckpt.path), str(tmp_path / "train.npz"), "-o", str(tmp_path / "p.npz")])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output.strip().splitlines()[-1])
+    assert summary["loss"] == pytest.approx(ckpt.meta["final_train_loss"], rel=1e-5)
+    assert np.load(tmp_path / "p.npz")["predictions"].shape == (40, 1)
+
+
+def test_classification_predict_reports_accuracy(tmp_path, make_spec):
+    spec = make_spec(regime="regular", data={"source": "digits", "test_fraction": 0.2, "seed": 0, "limit": 300},
+                     loss="cross_entropy", model={"width": 32},
+                     optim={"name": "adam", "lr_hidden": 0.01, "lr_outer": 0.01, "iterations": 150},
+                     constraint={"radius": None})
+    spec_path = _write(tmp_path, "spec.json", spec.model_dump(mode="json"))
+    assert runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run")]).exit_code == 0
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(tmp_path / "d.npz", X=digits.images[:, None].astype(np.float32), y=digits.target)
+    out = runner.invoke(app, ["predict", str(latest_checkpoint(tmp_path / "run").path), str(tmp_path / "d.npz")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1])["accuracy"] > 0.8
+
+
+def test_train_rejects_a_bad_spec_naming_the_field(tmp_path):
+    bad = {"regime": "constrained", "model": {"arch": "shallow", "width": 7}, "data": {"source": "digits"},
+           "optim": {"lr": -1, "iterations": 5}}
+    result = runner.invoke(app, ["train", str(_write(tmp_path, "bad.json", bad)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "optim.lr" in result.output
+
+
+def test_train_rejects_malformed_json_and_bad_npz(tmp_path, make_spec):
+    (tmp_path / "x.json").write_text("{not json")
+    assert runner.invoke(app, ["train", str(tmp_path / "x.json"), "--out", str(tmp_path / "o")]).exit_code == 2
+    np.savez(tmp_path / "bad.npz", X=np.array([[1.0, np.nan]]), y=np.array([1.0]))
+    spec_json = make_spec(data={"source": "npz", "path": str(tmp_path / "bad.npz")}).model_dump(mode="json")
+    result = runner.invoke(app, ["train", str(_write(tmp_path, "s.json", spec_json)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "X" in result.output
+
+
+def test_sweep_command_prints_every_config(tmp_path, make_spec):
+    sweep = {"base": make_spec(optim={"iterations": 30}).model_dump(mode="json"),
+             "lr_hidden": [0.1, 0.2], "lr_outer": [0.1], "radius": [1.0, None]}
+    out = runner.invoke(app, ["sweep", str(_write(tmp_path, "sw.json", sweep)), "-o", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert len(rows) == 4 and {r["lr_hidden"] for r in rows} == {0.1, 0.2}
