@@ -6,7 +6,6 @@ artifacts) lives under NARROWNET_HOME. The children get the same settings throug
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,9 +14,7 @@ import sys
 import time
 
 import httpx
-from sqlalchemy import select
 
-from api.db.models import ApiKey
 from api.db.session import unit_of_work
 from narrownet.settings import Settings
 
@@ -38,14 +35,12 @@ def embedded_key(settings: Settings) -> str:
     """The key stored under home by an earlier `serve --print-key` if still valid, else a new one."""
     path = settings.home / KEY_FILE
     if path.exists():
+        from api.services.keys import authenticate
+
         plaintext = path.read_text().strip()
-        digest = hashlib.sha256(plaintext.encode()).hexdigest()  # the contract: keys stored as sha256 hex
         with unit_of_work() as session:
-            live = session.scalar(
-                select(ApiKey.id).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-            )
-        if live:
-            return plaintext
+            if authenticate(session, plaintext) is not None:
+                return plaintext
     plaintext = create_api_key("embedded")
     # The file holds a secret: readable by its owner only.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
