@@ -1,0 +1,218 @@
+"""The one JSON error shape, the errors services raise, and the handlers that render every failure in it.
+
+    {"error": {"code": "validation_error", "message": "...",
+               "fields": [{"field": "optim.lr", "reason": "..."}]}}
+
+`fields` appears only on validation errors; field paths are dotted (`model.width`), relative to the body.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+FieldError = tuple[str, str]  # (dotted field path, reason)
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def error_body(code: str, message: str, fields: Sequence[FieldError] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = [{"field": field, "reason": reason} for field, reason in fields]
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, fields: Sequence[FieldError] | None = None,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, fields), status_code=status, headers=dict(headers or {}))
+
+
+class ApiError(StarletteHTTPException):
+    """An error with a status, a stable code and a message for the user.
+
+    It is an HTTPException so that one raised while the body is being read (the size cap) passes through
+    FastAPI's body parsing unchanged instead of becoming a generic 400.
+    """
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, fields: Sequence[FieldError] | None = None,
+                 headers: Mapping[str, str] | None = None, code: str | None = None) -> None:
+        super().__init__(status_code=self.status, detail=message, headers=dict(headers or {}) or None)
+        self.message = message
+        self.fields = list(fields or [])
+        if code is not None:
+            self.code = code
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class Gone(ApiError):
+    status, code = 410, "gone"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(ApiError):
+    """422 naming each offending field."""
+
+    status, code = 422, "validation_error"
+
+    def __init__(self, fields: Sequence[FieldError], message: str | None = None) -> None:
+        summary = "; ".join(f"{field}: {reason}" for field, reason in fields)
+        super().__init__(message or summary, fields=fields)
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"
+
+
+# ------------------------------------------------------------------------------------ validation errors
+# The spec's model validators put the field in the message ("model.width: ... must be even"), since a
+# model-level check has no `loc` of its own; pydantic prefixes such messages with "Value error, ".
+_FIELD_IN_MESSAGE = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.S)
+
+
+def _walk_loc(loc: Sequence[Any], body: Any) -> list[str]:
+    """Dotted path for a pydantic `loc`, without "body" and without the tags of discriminated unions.
+
+    A tagged union puts the tag in the loc (`model.shallow.width` for `{"model": {"arch": "shallow"}}`);
+    walking the submitted body tells a tag (a value of the object, not one of its keys) from a field.
+    """
+    parts: list[str] = []
+    node = body
+    for i, item in enumerate(loc):
+        if i == 0 and item == "body":
+            continue
+        if isinstance(node, dict) and isinstance(item, str) and item not in node and item in {
+            v for v in node.values() if isinstance(v, str)
+        }:
+            continue  # the union tag
+        parts.append(str(item))
+        if isinstance(node, dict):
+            node = node.get(item)
+        elif isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+            node = node[item]
+        else:
+            node = None
+    return parts
+
+
+def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None) -> list[FieldError]:
+    fields: list[FieldError] = []
+    for err in errors:
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx") or {}
+            detail = ctx.get("error", "invalid JSON")
+            fields.append(("body", f"malformed JSON: {detail} (at position {err.get('loc', ['', '?'])[-1]})"))
+            continue
+        parts = _walk_loc(err.get("loc", ()), body)
+        named = _FIELD_IN_MESSAGE.match(message)
+        if named and err.get("type") == "value_error":
+            # The message carries the full path from the top of the body.
+            fields.append((named.group(1), named.group(2)))
+            continue
+        fields.append((".".join(parts) or "body", message))
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+def _is_connection_error(exc: DBAPIError) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, ApiError):
+        return await _api_error(_, exc)
+    code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = validation_fields(exc.errors(), exc.body)
+    message = "; ".join(f"{field}: {reason}" for field, reason in fields)
+    return error_response(422, "validation_error", message, fields)
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, (DBAPIError, PoolTimeoutError))
+    if isinstance(exc, PoolTimeoutError) or _is_connection_error(exc):
+        log.warning("database unavailable: %s", exc)
+        return error_response(503, "database_unavailable", "the database is unreachable; retry shortly",
+                              headers={"Retry-After": "5"})
+    log.exception("database error")
+    return error_response(500, "internal_error", "internal error")
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _database_error)
+    app.add_exception_handler(Exception, _unhandled)

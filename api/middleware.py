@@ -1,0 +1,59 @@
+"""Request body caps, enforced on the declared Content-Length and again on the bytes actually streamed."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import PayloadTooLarge, error_response
+
+# Room for the multipart framing (boundaries, part headers, the name field) around an upload's bytes.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_upload_bytes: int,
+                 upload_paths: frozenset[str]) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.max_upload_bytes = max_upload_bytes + MULTIPART_OVERHEAD
+        self.upload_paths = upload_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") in self.upload_paths
+        limit = self.max_upload_bytes if is_upload else self.max_request_bytes
+        what = "upload" if is_upload else "request body"
+
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            response = error_response(413, "payload_too_large",
+                                      f"{what} of {declared} bytes exceeds the limit of {limit} bytes",
+                                      headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised inside the app, so the app's error handlers render it (a 413 in our shape).
+                    raise PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, capped_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

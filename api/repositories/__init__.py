@@ -1,0 +1,1 @@
+"""All queries, one module per resource; services call these and never build SQL themselves."""

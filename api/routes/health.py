@@ -1,0 +1,59 @@
+"""Process health (no key), readiness of the database and broker (no key), Prometheus metrics (key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import CurrentKey, RuntimeDep
+from api.errors import ServiceUnavailable
+from api.schemas import Health, Ready, error_responses
+from api.services.health import PROBE_TIMEOUT_SECONDS, ping_broker, ping_database
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is up (touches nothing else)."""
+    return Health()
+
+
+async def _probe(check: Callable[[], None]) -> str:
+    try:
+        with anyio.fail_after(PROBE_TIMEOUT_SECONDS + 1):
+            # abandon_on_cancel: a probe stuck in a driver call must not hold the answer past the timeout.
+            await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+    except TimeoutError:
+        return f"timed out after {PROBE_TIMEOUT_SECONDS + 1:.0f}s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".rstrip(": ")
+    return "ok"
+
+
+@router.get("/readyz", response_model=Ready, responses=error_responses(503))
+async def readyz(runtime: RuntimeDep) -> Ready:
+    """The database and the broker answer; 503 naming whichever does not."""
+    checks: dict[str, str] = {}
+
+    async def run(name: str, check: Callable[[], None]) -> None:
+        checks[name] = await _probe(check)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, "database", lambda: ping_database(runtime.engine))
+        group.start_soon(run, "broker", lambda: ping_broker(runtime.settings.resolved_broker_url))
+    down = {name: state for name, state in sorted(checks.items()) if state != "ok"}
+    if down:
+        raise ServiceUnavailable("not ready: " + "; ".join(f"{name} unreachable ({state})"
+                                                            for name, state in down.items()),
+                                 code="not_ready", headers={"Retry-After": "5"})
+    return Ready(checks=checks)
+
+
+@router.get("/metrics", response_class=Response, responses=error_responses(401, 429))
+def metrics(runtime: RuntimeDep, _: CurrentKey) -> Response:
+    """Prometheus exposition: request counts and latency by route template, jobs submitted."""
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

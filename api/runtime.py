@@ -1,0 +1,60 @@
+"""What one app instance holds: its settings, database engine, Celery app, rate limiter and metrics.
+
+Built by create_app from the settings it is given (tests pass their own), so nothing here reads
+process-global configuration. Making the engine does not connect; the first request does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db.session import make_engine
+from api.observability import ApiMetrics
+from api.ratelimit import RateLimiter
+from narrownet.settings import Settings
+from worker.celery_app import make_celery
+from worker.queueing import enqueue_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    celery: Celery
+    limiter: RateLimiter
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessionmaker(bind=engine, expire_on_commit=False),
+            celery=make_celery(settings.resolved_broker_url),
+            limiter=RateLimiter(settings.rate_limit_per_minute),
+        )
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        """Send the job to its queue. Called only after the job's row has committed.
+
+        A broker that cannot be reached leaves the job queued in the database (the source of truth) for
+        the reconciler to send again; the request that created it has already succeeded.
+        """
+        try:
+            enqueue_job(job_id, queue, app=self.celery)
+        except Exception:
+            self.metrics.enqueue_failures.labels(queue).inc()
+            log.exception("job %s committed but not sent to queue %s", job_id, queue)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.celery.close()

@@ -1,0 +1,145 @@
+"""Response models (the request body of POST /v1/jobs is trainer.spec.JobSpec itself)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from api.db.models import Dataset, Job, JobStatus
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+# ------------------------------------------------------------------------------------------------ errors
+class FieldErrorOut(BaseModel):
+    field: str = Field(examples=["model.width"])
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["validation_error"])
+    message: str
+    fields: list[FieldErrorOut] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer, all in the one shape."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+# -------------------------------------------------------------------------------------------------- jobs
+class JobOut(BaseModel):
+    id: str
+    name: str
+    regime: str
+    status: JobStatus
+    queue: str
+    progress: float = Field(ge=0, le=1, description="step / total_steps (1 when succeeded)")
+    step: int
+    total_steps: int | None
+    eta_seconds: float | None = Field(description="while running: remaining steps at the rate so far")
+    latest_metrics: dict[str, Any] | None
+    final_metrics: dict[str, Any] | None
+    error: str | None
+    attempt: int
+    cancel_requested: bool
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    updated_at: UtcDatetime
+    finished_at: UtcDatetime | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, job: Job, now: datetime) -> JobOut:
+        return cls(
+            id=job.id, name=job.name, regime=job.regime, status=job.status, queue=job.queue,
+            progress=progress(job), step=job.step, total_steps=job.total_steps,
+            eta_seconds=eta_seconds(job, now), latest_metrics=job.latest_metrics,
+            final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
+            cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
+            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec,
+        )
+
+
+def progress(job: Job) -> float:
+    if job.status == JobStatus.SUCCEEDED:
+        return 1.0
+    if not job.total_steps:
+        return 0.0
+    return min(max(job.step / job.total_steps, 0.0), 1.0)
+
+
+def eta_seconds(job: Job, now: datetime) -> float | None:
+    if job.status != JobStatus.RUNNING or not job.total_steps or job.step <= 0 or job.started_at is None:
+        return None
+    elapsed = (_as_utc(now) - _as_utc(job.started_at)).total_seconds()
+    if elapsed <= 0:
+        return None
+    remaining = max(job.total_steps - job.step, 0)
+    return round(elapsed / job.step * remaining, 3)
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int = Field(description="jobs matching the filters, over all pages")
+    limit: int
+    offset: int
+
+
+class MetricPointOut(BaseModel):
+    step: int
+    values: dict[str, Any]
+
+
+class MetricSeries(BaseModel):
+    job_id: str
+    points: list[MetricPointOut]
+    next_since_step: int | None = Field(
+        description="pass as since_step to read on from here; null when no point was returned")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    sha256: str
+    size_bytes: int
+    n_train: int
+    n_test: int
+    input_shape: dict[str, Any]
+    task: str
+    num_classes: int | None
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> DatasetOut:
+        return cls.model_validate(dataset, from_attributes=True)
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# ------------------------------------------------------------------------------------------------ health
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str]

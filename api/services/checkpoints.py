@@ -1,0 +1,126 @@
+"""A job's latest checkpoint, served only after its bytes are checked against the recorded sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session
+
+from api.db.models import ApiKey, Checkpoint
+from api.errors import Conflict, Gone, NotFound
+from api.repositories import jobs as jobs_repo
+from api.services.jobs import get_job
+
+CHUNK = 1 << 20
+MAX_META_BYTES = 16 << 20
+
+
+@dataclass
+class VerifiedCheckpoint:
+    """An open checkpoint file whose bytes hash to `sha256`; serve from this handle, not the path.
+
+    The trainer replaces checkpoint files by rename, so the open handle keeps the verified bytes even if a
+    newer checkpoint lands while the download runs.
+    """
+
+    file: BinaryIO
+    size: int
+    sha256: str
+    step: int
+    filename: str
+
+
+def _latest(session: Session, owner: ApiKey, job_id: str) -> Checkpoint:
+    job = get_job(session, owner, job_id)
+    checkpoint = jobs_repo.latest_checkpoint(session, job.id)
+    if checkpoint is None:
+        raise NotFound(f"job {job.id} has no checkpoint yet", code="checkpoint_not_found")
+    return checkpoint
+
+
+def _path(artifact_dir: Path, checkpoint: Checkpoint) -> Path:
+    path = (artifact_dir / checkpoint.relpath).resolve()
+    if not path.is_relative_to(artifact_dir):
+        raise Gone(f"checkpoint of job {checkpoint.job_id} is not under the artifact directory",
+                   code="checkpoint_missing")
+    return path
+
+
+def _mismatch(checkpoint: Checkpoint, actual: str) -> Conflict:
+    return Conflict(
+        f"checkpoint of job {checkpoint.job_id} at step {checkpoint.step} does not match its recorded sha256 "
+        f"({actual} != {checkpoint.sha256}); a newer one may be being written, retry shortly",
+        code="checkpoint_mismatch", headers={"Retry-After": "2"},
+    )
+
+
+def etag(checkpoint_sha256: str) -> str:
+    return f'"{checkpoint_sha256}"'
+
+
+def latest_sha256(session: Session, owner: ApiKey, job_id: str) -> str:
+    return _latest(session, owner, job_id).sha256
+
+
+def open_latest(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> VerifiedCheckpoint:
+    """Open the latest checkpoint and check its sha256; 410 when the file is gone, 409 on a mismatch."""
+    checkpoint = _latest(session, owner, job_id)
+    path = _path(artifact_dir, checkpoint)
+    try:
+        file = path.open("rb")
+    except FileNotFoundError as exc:
+        raise Gone(f"checkpoint file of job {checkpoint.job_id} is missing", code="checkpoint_missing") from exc
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        if digest.hexdigest() != checkpoint.sha256:
+            raise _mismatch(checkpoint, digest.hexdigest())
+        file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return VerifiedCheckpoint(file=file, size=size, sha256=checkpoint.sha256, step=checkpoint.step,
+                              filename=f"{checkpoint.job_id}-step{checkpoint.step}.safetensors")
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN/Infinity: a value that is not a number is reported as null, not as a fake number.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def latest_meta(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> dict[str, Any]:
+    """The metadata JSON written beside the latest checkpoint (spec, step, metrics, sha256, versions)."""
+    checkpoint = _latest(session, owner, job_id)
+    path = _path(artifact_dir, checkpoint).with_suffix(".json")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise Gone(f"checkpoint metadata of job {checkpoint.job_id} is missing",
+                   code="checkpoint_missing") from exc
+    try:
+        if len(raw) > MAX_META_BYTES:
+            raise ValueError("too large")
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise Gone(f"checkpoint metadata of job {checkpoint.job_id} is unreadable ({exc})",
+                   code="checkpoint_missing") from exc
+    if meta.get("sha256") != checkpoint.sha256:
+        raise _mismatch(checkpoint, str(meta.get("sha256")))
+    return _finite(meta)

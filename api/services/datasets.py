@@ -1,0 +1,81 @@
+"""Uploaded datasets: validated as untrusted .npz, stored as datasets/<id>.npz, owned by the uploader."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from api.db.hooks import after_rollback
+from api.db.models import ApiKey, Dataset, new_id
+from api.errors import InvalidInput, NotFound
+from api.repositories import datasets as repo
+from api.uploads import StagedUpload
+from narrownet.settings import Settings
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def dataset_path(artifact_dir: Path, dataset_id: str) -> Path:
+    """Where an upload lives; derived from the server-made id only, never from anything the user sent."""
+    return artifact_dir / "datasets" / f"{dataset_id}.npz"
+
+
+def staging_dir(artifact_dir: Path) -> Path:
+    # Same filesystem as datasets/, so accepting an upload is a rename, not a copy.
+    return artifact_dir / "tmp"
+
+
+def _name(given: str | None, filename: str | None) -> str:
+    if given is not None:
+        if not _NAME.match(given):
+            raise InvalidInput([("name", "1-128 characters: letters, digits, '.', '_' or '-', starting with a "
+                                 "letter or digit")])
+        return given
+    stem = Path(filename or "").stem
+    derived = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-")[:128]
+    return derived or "dataset"
+
+
+def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settings: Settings) -> Dataset:
+    """Validate the staged upload, move it into place and add its row (the caller commits)."""
+    # trainer.data brings torch with it: imported here so only an upload pays for it, never other requests.
+    from trainer.data import DataError, inspect_npz
+
+    name = _name(upload.fields.get("name"), upload.filename)
+    try:
+        info = inspect_npz(upload.path, max_bytes=settings.max_upload_bytes,
+                           max_uncompressed_bytes=settings.max_upload_uncompressed_bytes)
+    except DataError as exc:
+        raise InvalidInput([(exc.field, exc.reason)]) from exc
+
+    dataset_id = new_id()
+    target = dataset_path(settings.resolved_artifact_dir, dataset_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(upload.path, target)
+    after_rollback(session, lambda: target.unlink(missing_ok=True))
+    sample = list(info.input_shape)
+    dataset = Dataset(
+        id=dataset_id, owner_id=owner.id, name=name, sha256=upload.sha256, size_bytes=upload.size,
+        n_train=info.n_train, n_test=info.n_test,
+        input_shape={"train": [info.n_train, *sample], "test": [info.n_test, *sample] if info.n_test else None},
+        task=info.task, num_classes=info.num_classes,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> Dataset:
+    dataset = repo.get_owned(session, owner.id, dataset_id) if _ID.match(dataset_id) else None
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id[:64]!r}")
+    return dataset
+
+
+def list_datasets(session: Session, owner: ApiKey, *, limit: int, offset: int) -> tuple[Sequence[Dataset], int]:
+    return repo.list_owned(session, owner.id, limit=limit, offset=offset)
