@@ -1,0 +1,141 @@
+"""End-to-end stacks: a real uvicorn server and a real Celery worker process per backend.
+
+embedded: SQLite database and SQLite-backed kombu broker under a temporary NARROWNET_HOME.
+postgres: a fresh PostgreSQL database and an empty Redis database number for this session.
+Every process is started in its own process group and killed by pid in teardown, also on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from narrownet.client import NarrownetClient
+from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, temporary_postgres_database
+
+VENV_BIN = Path(sys.executable).parent
+STARTUP_SECONDS = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**narrownet: str) -> dict[str, str]:
+    """The parent's environment without any NARROWNET_* setting, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+    env.update(narrownet)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM the process's group, then SIGKILL it if anything outlives the grace period."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # also reaps pool children left behind by the parent
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+@dataclass
+class Stack:
+    name: str
+    url: str
+    env: dict[str, str]
+    home: Path
+    logs: dict[str, Path] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.home / f"{name}.log"
+        self.logs[name] = log
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def cli(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the `narrownet` command against this stack."""
+        result = subprocess.run([str(VENV_BIN / "narrownet"), *args], env=self.env, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"narrownet {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def create_key(self, name: str) -> str:
+        return self.cli("keys", "create", name).stdout.strip().splitlines()[-1]
+
+    def client(self, key: str | None) -> NarrownetClient:
+        return NarrownetClient(self.url, key, timeout=30.0)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return "\n".join(f"--- {n} ---\n{p.read_text(errors='replace')[-chars:]}" for n, p in self.logs.items())
+
+    def wait_until_up(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            dead = [n for n, p in self.processes.items() if p.poll() is not None]
+            if dead:
+                raise AssertionError(f"{dead} exited during startup\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name}: the API was not ready after {STARTUP_SECONDS}s\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop_process_group(process)
+
+
+def _backend_env(name: str, home: Path, resources: ExitStack) -> dict[str, str]:
+    settings = {"NARROWNET_HOME": str(home), "NARROWNET_LOG_LEVEL": "INFO", "NARROWNET_METRICS_FLUSH_EVERY": "5"}
+    if name == "postgres":
+        settings["NARROWNET_DATABASE_URL"] = resources.enter_context(temporary_postgres_database("narrownet_e2e"))
+        settings["NARROWNET_BROKER_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/{empty_redis_db()}"
+    return clean_env(**settings)
+
+
+@pytest.fixture(scope="session", params=["embedded", pytest.param("postgres", marks=pytest.mark.service)])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    with ExitStack() as resources:
+        port = free_port()
+        env = _backend_env(request.param, home, resources)
+        stack = Stack(request.param, f"http://127.0.0.1:{port}", {**env, "NARROWNET_URL": f"http://127.0.0.1:{port}"},
+                      home)
+        stack.cli("db", "upgrade")
+        resources.callback(stack.stop)
+        stack.start("api", [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+                            "--host", "127.0.0.1", "--port", str(port)])
+        stack.start("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+                               "--queues", "cpu,gpu", "--concurrency", "1", "--loglevel", "INFO",
+                               "--hostname", f"e2e-{request.param}-{port}@%h"])
+        stack.wait_until_up()
+        yield stack
