@@ -6,7 +6,7 @@ The API imports this (via worker.queueing) to send tasks, so importing it must n
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from narrownet.settings import get_settings
 
@@ -33,7 +33,9 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue on its own direct exchange and routing key (Celery's default binds both to exchange "cpu"
+        # with key "cpu"), so where a job lands never depends on how a task was sent.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="cpu",
         task_serializer="json",
         accept_content=["json"],

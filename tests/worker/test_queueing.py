@@ -1,0 +1,42 @@
+"""enqueue_job against a real Redis broker: a job reaches exactly the queue it was sent to."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db
+from worker.celery_app import QUEUES, make_celery
+from worker.queueing import enqueue_job
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture
+def broker():
+    db = empty_redis_db()
+    app = make_celery(f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}")
+    store = redis.Redis(REDIS_HOST, REDIS_PORT, db=db)
+    # Declare every queue first, as a worker consuming all of them does, so each binding exists.
+    with app.connection_for_write() as connection:
+        for queue in app.amqp.queues.values():
+            queue.bind(connection).declare()
+    yield app, store
+    store.flushdb()
+    app.close()
+
+
+@pytest.mark.parametrize("target", QUEUES)
+def test_a_job_lands_only_on_its_own_queue(broker, target):
+    app, store = broker
+
+    enqueue_job("job-1", target, app=app)
+
+    assert {q: store.llen(q) for q in QUEUES} == {q: int(q == target) for q in QUEUES}
+
+
+def test_an_unknown_queue_is_refused(broker):
+    app, store = broker
+    with pytest.raises(ValueError, match="queue: unknown queue 'tpu'"):
+        enqueue_job("job-1", "tpu", app=app)
+    assert sum(store.llen(q) for q in QUEUES) == 0
