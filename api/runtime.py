@@ -44,11 +44,12 @@ class Runtime:
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:
-        """Send the job to its queue. Called only after the job's row has committed.
+        """Count a new job and send it to its queue. Called only after the job's row has committed.
 
         A broker that cannot be reached leaves the job queued in the database (the source of truth) for
         the reconciler to send again; the request that created it has already succeeded.
         """
+        self.metrics.jobs_submitted.labels(queue).inc()
         try:
             enqueue_job(job_id, queue, app=self.celery)
         except Exception:

@@ -79,6 +79,18 @@ class TestSubmit:
         assert a.status_code == b.status_code == 201
         assert a.json()["id"] != b.json()["id"]
 
+    async def test_broker_down_still_records_the_job(self, api_factory: ApiFactory) -> None:
+        # The row is the source of truth: a committed job stays queued (for the reconciler to send) and the
+        # failure is counted, instead of the client retrying into a duplicate.
+        async with api_factory(broker_url="redis://127.0.0.1:1/0") as api:
+            user = api.new_user()
+            response = await api.client.post("/v1/jobs", json=SPEC, headers=user)
+            assert response.status_code == 201
+            job = (await api.client.get(f"/v1/jobs/{response.json()['id']}", headers=user)).json()
+            assert job["status"] == "queued"
+            metrics = (await api.client.get("/metrics", headers=user)).text
+            assert 'narrownet_enqueue_failures_total{queue="cpu"} 1.0' in metrics
+
     async def test_cap_on_queued_jobs(self, api_factory: ApiFactory) -> None:
         async with api_factory(max_queued_jobs_per_user=2) as api:
             user = api.new_user()

@@ -1,0 +1,104 @@
+"""Bearer keys, per-user isolation (another user's ids are 404) and the per-key rate limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.db.models import Checkpoint, MetricPoint
+from api.ratelimit import RateLimiter
+from api.services.keys import revoke_key
+from tests.api.conftest import SPEC, Api, ApiFactory
+
+pytestmark = pytest.mark.anyio
+
+
+class TestKeys:
+    async def test_missing_key(self, api: Api) -> None:
+        for method, path in (("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/datasets"),
+                             ("GET", "/v1/jobs/abc/checkpoint"), ("GET", "/metrics")):
+            response = await api.client.request(method, path, json=SPEC if method == "POST" else None)
+            assert response.status_code == 401, path
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
+
+    async def test_wrong_key_and_wrong_scheme(self, api: Api) -> None:
+        good = api.new_user()
+        for header in ("Bearer nn_not-a-key", "Basic dXNlcjpwYXNz", good["Authorization"] + "x",
+                       good["Authorization"].replace("Bearer ", "Token ")):
+            response = await api.client.get("/v1/jobs", headers={"Authorization": header})
+            assert response.status_code == 401, header
+        assert (await api.client.get("/v1/jobs", headers=good)).status_code == 200
+
+    async def test_revoked_key(self, api: Api) -> None:
+        user = api.new_user()
+        assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+        with api.session() as s:
+            assert revoke_key(s, api.owner_id(user))
+        assert (await api.client.get("/v1/jobs", headers=user)).status_code == 401
+
+    async def test_health_needs_no_key(self, api: Api) -> None:
+        assert (await api.client.get("/healthz")).status_code == 200
+        assert (await api.client.get("/readyz")).status_code == 200
+
+
+class TestIsolation:
+    async def test_another_users_job_is_404_everywhere(self, api: Api) -> None:
+        alice, bob = api.new_user("alice"), api.new_user("bob")
+        job_id = (await api.client.post("/v1/jobs", json=SPEC, headers=alice)).json()["id"]
+        with api.session() as s:  # give it something to leak: metrics and a checkpoint row
+            s.add(MetricPoint(job_id=job_id, step=1, values={"train_loss": 1.0}, attempt=1))
+            s.add(Checkpoint(job_id=job_id, step=1, attempt=1, sha256="0" * 64, size_bytes=1,
+                             relpath=f"jobs/{job_id}/ckpt-000000001.safetensors"))
+
+        for method, path in (("GET", ""), ("GET", "/metrics"), ("POST", "/cancel"), ("GET", "/checkpoint"),
+                             ("GET", "/checkpoint/meta")):
+            response = await api.client.request(method, f"/v1/jobs/{job_id}{path}", headers=bob)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "not_found"
+        assert (await api.client.get("/v1/jobs", headers=bob)).json()["total"] == 0
+        # Bob's cancel changed nothing.
+        assert (await api.client.get(f"/v1/jobs/{job_id}", headers=alice)).json()["status"] == "queued"
+
+    async def test_another_users_dataset_is_404_and_unusable(self, api: Api) -> None:
+        import io
+
+        import numpy as np
+
+        alice, bob = api.new_user("alice"), api.new_user("bob")
+        buffer = io.BytesIO()
+        np.savez(buffer, X=np.ones((6, 3), dtype=np.float32), y=np.zeros(6, dtype=np.float32))
+        upload = await api.client.post("/v1/datasets", files={"file": ("d.npz", buffer.getvalue())},
+                                       headers=alice)
+        assert upload.status_code == 201, upload.text
+        dataset_id = upload.json()["id"]
+
+        assert (await api.client.get(f"/v1/datasets/{dataset_id}", headers=bob)).status_code == 404
+        assert (await api.client.get("/v1/datasets", headers=bob)).json()["total"] == 0
+        body = {**SPEC, "data": {"source": "dataset", "id": dataset_id}}
+        refused = await api.client.post("/v1/jobs", json=body, headers=bob)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["fields"][0]["field"] == "data.id"
+        assert (await api.client.post("/v1/jobs", json=body, headers=alice)).status_code == 201
+
+
+class TestRateLimit:
+    async def test_429_with_retry_after_per_key(self, api_factory: ApiFactory) -> None:
+        async with api_factory(rate_limit_per_minute=3) as api:
+            alice, bob = api.new_user(), api.new_user()
+            codes = [(await api.client.get("/v1/jobs", headers=alice)).status_code for _ in range(4)]
+            assert codes == [200, 200, 200, 429]
+            limited = await api.client.get("/v1/jobs", headers=alice)
+            assert limited.json()["error"]["code"] == "rate_limited"
+            assert 1 <= int(limited.headers["retry-after"]) <= 60
+            assert (await api.client.get("/v1/jobs", headers=bob)).status_code == 200  # per key
+
+    def test_window_reopens(self) -> None:
+        now = [1000.0]
+        limiter = RateLimiter(2, window_seconds=60, clock=lambda: now[0])
+        assert limiter.hit("k") is None and limiter.hit("k") is None
+        assert limiter.hit("k") == pytest.approx(60.0)
+        now[0] += 45
+        assert limiter.hit("k") == pytest.approx(15.0)
+        assert limiter.hit("other") is None
+        now[0] += 15
+        assert limiter.hit("k") is None
