@@ -49,10 +49,12 @@ def insert_unless_key_taken(session: Session, values: dict[str, Any]) -> bool:
         stmt = sqlite.insert(Job)
     else:
         raise RuntimeError(f"database_url: unsupported database dialect {dialect!r}")
-    result = session.execute(
+    # RETURNING, not rowcount: the driver may report -1 rows for an INSERT it did not count.
+    inserted = session.execute(
         stmt.values(**values).on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
-    )
-    return bool(result.rowcount)
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    return inserted is not None
 
 
 def _filtered(owner_id: str, filters: JobFilters) -> Select[Any]:

@@ -65,6 +65,24 @@ class TestSubmit:
         assert rows == 1
         assert len(api.drain_queue("cpu")) == 1
 
+    async def test_concurrent_submissions_with_one_key_make_one_job(self, api: Api) -> None:
+        import anyio
+
+        user = api.new_user()
+        responses = []
+
+        async def submit() -> None:
+            responses.append(await api.client.post("/v1/jobs", json=SPEC,
+                                                   headers={**user, "Idempotency-Key": "burst"}))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):
+                group.start_soon(submit)
+        assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+        assert len({r.json()["id"] for r in responses}) == 1
+        assert (await api.client.get("/v1/jobs", headers=user)).json()["total"] == 1
+        assert len(api.drain_queue("cpu")) == 1
+
     async def test_same_key_different_spec_is_a_conflict(self, api: Api) -> None:
         headers = {**api.new_user(), "Idempotency-Key": "run-1"}
         first = await api.client.post("/v1/jobs", json=SPEC, headers=headers)
