@@ -1,0 +1,257 @@
+"""Service benchmark: job submissions vs GET /healthz under 50 concurrent clients, and queue delay.
+
+Starts everything itself on loopback: a fresh PostgreSQL database, an empty Redis database number, one
+uvicorn API process and (for the queue-delay phase only) one idle Celery worker. Run:
+
+    .venv/bin/python bench/bench_service.py [--clients 50] [--duration 15] [--delay-jobs 7]
+
+Phases (same server, same run):
+  1. healthz: every client loops GET /healthz for --duration seconds.
+  2. submit:  every client (its own API key) loops POST /v1/jobs for --duration seconds.
+  3. delay:   the submitted backlog is cancelled and the broker emptied, a worker starts, then one tiny job
+              at a time is submitted; queue delay = time from the 201 answer until GET shows `running`
+              (polled every 5 ms), and the server-side started_at - created_at of the same job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+TINY_SPEC = {
+    "name": "bench", "regime": "constrained", "model": {"arch": "shallow", "width": 8},
+    "data": {"source": "synthetic", "n": 16, "d": 4},
+    "optim": {"name": "gd", "lr": 0.1, "iterations": 10}, "metrics_every": 10,
+}
+
+
+@dataclass
+class LoadResult:
+    name: str
+    ok: int
+    errors: dict[int, int]
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def empty_redis_db() -> int:
+    for db in range(15, 0, -1):
+        if redis.Redis(REDIS_HOST, REDIS_PORT, db=db).dbsize() == 0:
+            return db
+    raise SystemExit("no empty Redis database number")
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the API exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the API did not become ready")
+
+
+async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
+               call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], expect: int) -> LoadResult:
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    stop_at = time.perf_counter() + duration
+
+    async def one_client(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            response = await call(client)
+            if response.status_code == expect:
+                latencies.append((time.perf_counter() - t0) * 1000)
+            else:
+                errors[response.status_code] = errors.get(response.status_code, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_client(c) for c in clients))
+    return LoadResult(name, len(latencies), errors, time.perf_counter() - t0, latencies)
+
+
+async def run_load(url: str, keys: list[str], duration: float) -> tuple[LoadResult, LoadResult]:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
+                                 timeout=30) for k in keys]
+    try:
+        # Warm both paths (connections, first-request imports) before measuring.
+        await asyncio.gather(*(c.get("/healthz") for c in clients))
+        health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200)
+        submit = await load("POST /v1/jobs", clients, duration, lambda c: c.post("/v1/jobs", json=TINY_SPEC),
+                            201)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return health, submit
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def queue_delays(url: str, key: str, jobs: int) -> tuple[list[float], list[float]]:
+    """(client-observed 201 -> running, server started_at - created_at), in ms, one idle-worker job at a time."""
+    observed, server = [], []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        for _ in range(jobs):
+            response = client.post("/v1/jobs", json=TINY_SPEC)
+            t_created = time.perf_counter()
+            response.raise_for_status()
+            job_id = response.json()["id"]
+            deadline = time.monotonic() + 60
+            while True:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] != "queued":
+                    observed.append((time.perf_counter() - t_created) * 1000)
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"job {job_id} was not picked up within 60 s")
+                time.sleep(0.005)
+            while job["status"] not in ("succeeded", "failed", "cancelled"):  # the worker is idle again
+                time.sleep(0.05)
+                job = client.get(f"/v1/jobs/{job_id}").json()
+            server.append((parse_time(job["started_at"]) - parse_time(job["created_at"])).total_seconds() * 1000)
+    return observed, server
+
+
+def create_keys(env: dict[str, str], n: int) -> list[str]:
+    code = ("from api.db.session import unit_of_work\nfrom api.services.keys import create_key\n"
+            f"with unit_of_work() as s:\n    print('\\n'.join(create_key(s, f'bench-{{i}}')[1] for i in range({n})))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def cancel_backlog(url: str, keys: list[str], r: redis.Redis) -> int:
+    """Cancel every user's still-queued jobs (a queued job is cancelled at once) and drop their messages."""
+    r.flushdb()
+    cancelled = 0
+    for key in keys:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            while items := client.get("/v1/jobs", params={"status": "queued", "limit": 200}).json()["items"]:
+                for job in items:
+                    client.post(f"/v1/jobs/{job['id']}/cancel").raise_for_status()
+                    cancelled += 1
+    return cancelled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
+    parser.add_argument("--delay-jobs", type=int, default=7)
+    args = parser.parse_args()
+
+    db_name = f"narrownet_bench_{secrets.token_hex(4)}"
+    redis_db = empty_redis_db()
+    home = Path(tempfile.mkdtemp(prefix="narrownet-bench-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+    env.update({
+        "NARROWNET_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
+        "NARROWNET_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+        "NARROWNET_HOME": str(home),
+        "NARROWNET_LOG_LEVEL": "WARNING",
+        # The benchmark measures the server, not the per-key limits that would otherwise answer 429.
+        "NARROWNET_RATE_LIMIT_PER_MINUTE": str(10**9),
+        "NARROWNET_MAX_QUEUED_JOBS_PER_USER": str(10**9),
+    })
+    processes: list[subprocess.Popen[bytes]] = []
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{db_name}"')
+    try:
+        subprocess.run([sys.executable, "-m", "narrownet", "db", "upgrade"], env=env, check=True,
+                       capture_output=True)
+        keys = create_keys(env, args.clients)
+        api = start([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+                     "--port", str(port), "--log-level", "warning", "--no-access-log"], env, home / "api.log")
+        processes.append(api)
+        wait_ready(url, api)
+
+        health, submit = asyncio.run(run_load(url, keys, args.duration))
+        backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
+        worker = start([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+                        "--queues", "cpu", "--concurrency", "1", "--loglevel", "WARNING"], env,
+                       home / "worker.log")
+        processes.append(worker)
+        queue_delays(url, keys[0], 1)  # the first job also waits for the worker to boot: not measured
+        observed, server = queue_delays(url, keys[0], args.delay_jobs)
+    finally:
+        for process in processes:
+            stop(process)
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db).flushdb()
+
+    print(f"\nnarrownet service benchmark: {args.clients} concurrent clients, {args.duration:.0f} s per phase, "
+          f"one uvicorn process, PostgreSQL + Redis on loopback, {os.cpu_count()} CPUs (load generator on the "
+          f"same machine)\n")
+    print(f"| {'request':<14} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | errors |")
+    print(f"|{'-' * 16}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|--------|")
+    for r in (health, submit):
+        print(f"| {r.name:<14} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
+              f"{r.errors or '-'} |")
+    print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f}   "
+          f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
+          f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")
+    print(f"queue delay, idle worker, median of {len(observed)} jobs: 201 -> running observed "
+          f"{statistics.median(observed):.0f} ms (min {min(observed):.0f}, max {max(observed):.0f}); "
+          f"server started_at - created_at {statistics.median(server):.0f} ms")
+    print(f"(cancelled {backlog} queued jobs from the submit phase before starting the worker)")
+
+
+if __name__ == "__main__":
+    main()
