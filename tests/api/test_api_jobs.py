@@ -44,7 +44,7 @@ class TestSubmit:
 
     def test_queue_for(self) -> None:
         resnet = spec(model={"arch": "resnet18", "block4_width": 8}, data={"source": "cifar10"},
-                      loss="cross_entropy")
+                      loss="cross_entropy", optim={"name": "sgd", "lr": 0.1, "iterations": 10, "batch_size": 8})
         assert queue_for(JobSpec.model_validate(SPEC)) == "cpu"
         assert queue_for(JobSpec.model_validate(spec(device="cuda"))) == "gpu"
         assert queue_for(JobSpec.model_validate(resnet)) == "gpu"
