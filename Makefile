@@ -2,12 +2,14 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for the CPU build of torch
+PIP_ARGS ?=
 
 .PHONY: setup serve test lint bench
 
 $(BIN)/narrownet: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q $(PIP_ARGS) -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 

@@ -85,3 +85,10 @@ def test_every_command_is_a_real_entry_point(name):
         # uvicorn answers --help without importing the app, so import it here.
         module, attr = command[1].split(":")
         assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_readme_configuration_table_lists_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## API")]
+    missing = sorted(env for env in settings_env_names() if f"`{env}`" not in table)
+    assert not missing, f"README's configuration table lacks {missing}"
