@@ -43,7 +43,6 @@ def make_celery(broker_url: str) -> Celery:
         # Bounded broker I/O: a send that cannot reach the broker fails instead of hanging a request.
         broker_connection_timeout=5,
         broker_transport_options=_transport_options(broker_url),
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
     return app
