@@ -16,15 +16,16 @@ class JobProgress:
     """
 
     def __init__(self, store: JobStore, *, flush_every: int, total_steps: int | None,
-                 heartbeat_seconds: float = 1.0) -> None:
+                 heartbeat_seconds: float = 1.0, flush_seconds: float = 5.0) -> None:
         self.store = store
         self.flush_every = flush_every
         self.total_steps = total_steps
         self.heartbeat_seconds = heartbeat_seconds
+        self.flush_seconds = flush_seconds
         self.cancel_requested = False
         self.last_checkpoint: tuple[int, Path, str] | None = None
         self._pending: list[tuple[int, dict[str, Any]]] = []
-        self._last_heartbeat = time.monotonic()
+        self._last_heartbeat = self._last_flush = time.monotonic()
 
     def on_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         self._pending.append((step, dict(metrics)))
@@ -41,13 +42,17 @@ class JobProgress:
         self.last_checkpoint = (step, path, meta["sha256"])
 
     def should_stop(self) -> bool:
-        # Called every iteration; the database is asked at most once per heartbeat interval.
+        # The trainer asks often (about once a second); the database is asked at most once per heartbeat.
         now = time.monotonic()
         if now - self._last_heartbeat >= self.heartbeat_seconds:
             self._last_heartbeat = now
+            # Batches are for fast training; a slow job still shows its progress within flush_seconds.
+            if self._pending and now - self._last_flush >= self.flush_seconds:
+                self.flush()
             self.cancel_requested = self.store.heartbeat()
         return self.cancel_requested
 
     def flush(self) -> None:
         points, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
         self.store.record_metrics(points, total_steps=self.total_steps)

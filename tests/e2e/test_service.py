@@ -130,6 +130,12 @@ class TestTraining:
         stack.cli("fetch", job["id"], "-o", str(tmp_path / "model.safetensors"), *key)
         assert set(load_file(str(tmp_path / "model.safetensors"))) >= {"W", "W0", "v", "x_mean", "x_std"}
 
+        regression_npz(tmp_path / "cli.npz")
+        uploaded = json.loads(stack.cli("datasets", "upload", str(tmp_path / "cli.npz"), "--name", "cli-data",
+                                        *key).stdout)
+        datasets = json.loads(stack.cli("datasets", "list", "--json", *key).stdout)
+        assert uploaded["name"] == "cli-data" and uploaded["id"] in {d["id"] for d in datasets["items"]}
+
         missing = stack.cli("status", "0" * 32, *key, check=False)
         assert missing.returncode == 1 and "404" in missing.stderr
 
