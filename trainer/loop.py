@@ -13,6 +13,7 @@ import torch
 
 from trainer.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
 from trainer.data import Dataset, load_data
+from trainer.deep import DeepLearner
 from trainer.shallow_learner import ConfigGrid, ShallowLearner
 from trainer.spec import JobSpec, ShallowModel
 
@@ -58,10 +59,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_learner(spec: JobSpec, data: Dataset, grid: ConfigGrid, device: torch.device) -> ShallowLearner:
+def make_learner(spec: JobSpec, data: Dataset, grid: ConfigGrid, device: torch.device) -> ShallowLearner | DeepLearner:
     if isinstance(spec.model, ShallowModel):
         return ShallowLearner(spec, data, grid, device)
-    raise NotImplementedError(f"model.arch {spec.model.arch!r} is not supported by this trainer yet")
+    if len(grid) != 1:
+        raise ValueError(f"model.arch {spec.model.arch!r}: deep nets train one config at a time (no sweep)")
+    return DeepLearner(spec, data, device)
 
 
 class MetricsLog:
@@ -111,11 +114,20 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
     last: dict[str, float] = {}
     jacobian_every = spec.jacobian_every
 
+    by_epochs = spec.optim.epochs is not None
+    per_epoch = learner.steps_per_epoch
+
+    def due(step: int) -> bool:
+        # Every metrics_every steps, at the end, and (when training by epochs) at the end of every epoch.
+        return step % spec.metrics_every == 0 or step == total or (by_epochs and step % per_epoch == 0)
+
     def record(step: int) -> dict[str, float]:
         with_jacobian = step == total or (jacobian_every is not None and step % jacobian_every == 0)
         values = _floats(learner.evaluate(jacobian=with_jacobian))
         if not math.isfinite(values["train_loss"]):
             raise TrainingDiverged(step, values["train_loss"])
+        if by_epochs:
+            values["epoch"] = step / per_epoch
         entry = {"step": step, **values}
         log.append(entry)
         history.append(entry)
@@ -143,16 +155,16 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
     while step < total:
         learner.step(step)
         step += 1
-        if step % spec.metrics_every == 0 or step == total:
+        if due(step):
             last = record(step)
         if step == total:
             break
         if spec.checkpoint_every and step % spec.checkpoint_every == 0:
             checkpoint(step, final=False)
-        if step % spec.metrics_every == 0 or time.monotonic() >= next_poll:
+        if due(step) or time.monotonic() >= next_poll:
             next_poll = time.monotonic() + STOP_POLL_SECONDS
             if callbacks.should_stop():
-                if step % spec.metrics_every:
+                if not due(step):
                     last = record(step)
                 path = checkpoint(step, final=False)
                 return TrainResult("stopped", step, total, last, path, history)

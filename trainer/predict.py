@@ -7,17 +7,39 @@ import torch
 from trainer.checkpoint import Checkpoint
 from trainer.data import standardize
 from trainer.shallow import forward
-from trainer.spec import JobSpec, ShallowModel
+from trainer.spec import JobSpec, ResNet18Model, ShallowModel
 
 
 def predict(ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
     """Raw outputs f(X) (n, k) for inputs in the training data's original units (standardized here)."""
     spec = JobSpec.model_validate(ckpt.meta["spec"])
     if not isinstance(spec.model, ShallowModel):
-        raise NotImplementedError(f"predict for model.arch {spec.model.arch!r}")
+        return _predict_deep(spec, ckpt, X)
     t = ckpt.tensors
     X = standardize(X.to(torch.float32), t["x_mean"], t["x_std"]).flatten(1)
     if X.shape[1] != t["W"].shape[1]:
         raise ValueError(f"X: {X.shape[1]} features per sample, the model expects {t['W'].shape[1]}")
     with torch.no_grad():
         return forward(X, t["W"][None], t["v"][None], spec.model.activation, spec.regime == "constrained")[0]
+
+
+def _predict_deep(spec: JobSpec, ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
+    from trainer.deep import model_for_tensors  # torch.nn models only when a deep checkpoint is used
+
+    t = ckpt.tensors
+    model = model_for_tensors(spec, t)
+    model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")})
+    model.eval()  # BatchNorm from its running statistics
+    if t["x_mean"].ndim == 3 and X.ndim != 4:  # per-channel statistics would broadcast wrongly over (n, d)
+        raise ValueError(f"X: the model was trained on images (n, C, H, W), got shape {tuple(X.shape)}")
+    X = standardize(X.to(torch.float32), t["x_mean"], t["x_std"])
+    if isinstance(spec.model, ResNet18Model):
+        channels = t["model.stem.0.weight"].shape[1]
+        if X.ndim != 4 or X.shape[1] != channels:
+            raise ValueError(f"X: resnet18 expects images (n, {channels}, H, W), got shape {tuple(X.shape)}")
+    else:
+        features = model.last.in_features if len(spec.model.hidden) == 1 else model.body[0].in_features
+        if X.flatten(1).shape[1] != features:
+            raise ValueError(f"X: {X.flatten(1).shape[1]} features per sample, the model expects {features}")
+    with torch.no_grad():
+        return torch.cat([model(X[i:i + 1024]) for i in range(0, len(X), 1024)]) if len(X) else model(X)

@@ -18,6 +18,10 @@ MAX_SAMPLES = 1_000_000
 MAX_ITERATIONS = 10_000_000
 MAX_EPOCHS = 10_000
 MAX_SHALLOW_PARAMS = 50_000_000
+MAX_MLP_PARAMS = 50_000_000  # weights of all layers, checked once the input dimension is known
+MAX_RESNET_CHANNELS = 16  # input channels
+MAX_RESNET_PIXELS = 512 * 512  # H x W of one input image
+MAX_RESNET_BATCH = 4096  # one mini-batch's activations must fit a worker
 MAX_LR = 100.0
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -213,6 +217,15 @@ class JobSpec(StrictModel):
                 raise ValueError("model.block4_width: the constrained regime pairs channels, so it must be even")
         if (self.constraint.zeta is not None or self.constraint.gamma is not None) and self.regime != "constrained":
             raise ValueError("constraint.zeta: zeta and gamma bound the pairwise outer layer (constrained regime only)")
+        if isinstance(m, ResNet18Model):
+            if isinstance(self.data, SyntheticData):
+                raise ValueError("model.arch: resnet18 needs image data; synthetic data is tabular (n, d)")
+            # BatchNorm needs more than one sample per batch; a full batch of a real image set would not fit.
+            b = self.optim.batch_size
+            if b is None or not 2 <= b <= MAX_RESNET_BATCH:
+                raise ValueError(f"optim.batch_size: resnet18 trains on mini-batches of 2..{MAX_RESNET_BATCH} images")
+        if self.jacobian_every is not None and not isinstance(m, ShallowModel):
+            raise ValueError("jacobian_every: the Jacobian metric is computed for arch 'shallow' only")
         if isinstance(m, ShallowModel) and isinstance(self.data, SyntheticData):
             if m.width * self.data.d > MAX_SHALLOW_PARAMS:
                 raise ValueError(f"model.width: width x d = {m.width * self.data.d} exceeds {MAX_SHALLOW_PARAMS}")

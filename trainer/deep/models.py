@@ -1,0 +1,72 @@
+"""Build a deep net from a job spec and the loaded data's shapes, with the spec's regime and initialization."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from trainer.data import DataError
+from trainer.deep.mlp import MLP
+from trainer.deep.resnet import IMAGENET_STEM_MIN_SIZE, ResNet18
+from trainer.spec import MAX_MLP_PARAMS, MAX_RESNET_CHANNELS, MAX_RESNET_PIXELS, JobSpec, MLPModel, ResNet18Model
+
+DeepNet = MLP | ResNet18
+
+
+def mlp_weight_count(in_features: int, hidden: list[int], out_features: int) -> int:
+    widths = [in_features, *hidden, out_features]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+def build_model(spec: JobSpec, input_shape: tuple[int, ...], out_features: int) -> DeepNet:
+    """A freshly initialized net for the spec (LeCun, plus the mirrored block in the constrained regime).
+
+    input_shape: one sample's shape, (d,) or (C, H, W). Raises DataError naming the spec field when the data does
+    not fit the architecture.
+    """
+    model: DeepNet
+    pairwise = spec.regime == "constrained"
+    match spec.model:
+        case MLPModel(hidden=hidden, activation=activation):
+            d = math.prod(input_shape)
+            count = mlp_weight_count(d, hidden, out_features)
+            if count > MAX_MLP_PARAMS:
+                raise DataError("model.hidden", f"{count} weights for input dim {d}; at most {MAX_MLP_PARAMS}")
+            model = MLP(d, list(hidden), out_features, activation, pairwise)
+        case ResNet18Model(block4_width=width):
+            if len(input_shape) != 3:
+                raise DataError("model.arch", f"resnet18 needs image data (n, C, H, W); this data set is tabular, "
+                                              f"samples of shape {input_shape}")
+            channels, height, width_px = input_shape
+            if channels > MAX_RESNET_CHANNELS:
+                raise DataError("model.arch", f"resnet18 takes at most {MAX_RESNET_CHANNELS} input channels, "
+                                              f"got {channels}")
+            if height * width_px > MAX_RESNET_PIXELS:
+                raise DataError("model.arch", f"resnet18 takes images of at most {MAX_RESNET_PIXELS} pixels, "
+                                              f"got {height}x{width_px}")
+            imagenet_stem = min(height, width_px) >= IMAGENET_STEM_MIN_SIZE
+            model = ResNet18(channels, out_features, width, pairwise, imagenet_stem)
+        case _:
+            raise TypeError(f"model.arch {spec.model.arch!r} is not a deep net")
+    model.initialize_(spec.seed)
+    return model
+
+
+def model_for_tensors(spec: JobSpec, tensors: dict) -> DeepNet:  # type: ignore[type-arg]
+    """The architecture a checkpoint's `model.*` tensors were saved from (input size and classes from shapes)."""
+    if isinstance(spec.model, MLPModel):
+        first = "model.body.0.weight" if len(spec.model.hidden) > 1 else "model.last.weight"
+        input_shape: tuple[int, ...] = (tensors[first].shape[1],)
+    else:
+        stem = tensors["model.stem.0.weight"]  # (64, C, k, k): k = 7 for the ImageNet stem
+        size = IMAGENET_STEM_MIN_SIZE if stem.shape[-1] == 7 else 32
+        input_shape = (stem.shape[1], size, size)
+    model = build_model(spec, input_shape, tensors["model.out.weight"].shape[0])
+    return model
+
+
+def named_block_parameters(model: nn.Module, block: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The projected block's parameters with their names in the full model (the order of block.parameters())."""
+    ids = {id(p) for p in block.parameters()}
+    return [(name, p) for name, p in model.named_parameters() if id(p) in ids]
