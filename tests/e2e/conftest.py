@@ -43,12 +43,9 @@ def clean_env(**narrownet: str) -> dict[str, str]:
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the process's group, then SIGKILL it if anything outlives the grace period."""
+    """SIGTERM the process (it stops its own children), then SIGKILL its group if anything outlives the grace."""
     if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
