@@ -38,50 +38,116 @@ def activation_grad(h: Tensor, a: Tensor, activation: Activation) -> Tensor:
     return (h > 0).to(h.dtype)
 
 
+class Workspace:
+    """Reusable output buffers, keyed by name and shape.
+
+    A sweep's activations are (C, n, m) floats, tens of MB: allocating them afresh each step sends every
+    allocation through mmap/munmap and its page faults, which cost 3x the arithmetic (bench/RESULTS.md).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, tuple[int, ...]], Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        key = (name, tuple(shape))
+        buf = self._buffers.get(key)
+        if buf is None or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+
+def _buffer(ws: Workspace | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+    """A workspace buffer, or None (= let torch allocate, which also keeps autograd usable)."""
+    return ws.get(name, shape, like) if ws is not None else None
+
+
+def _activate_into(H: Tensor, activation: Activation, ws: Workspace | None, name: str) -> Tensor:
+    """A = sigma(H); in place over H where the derivative can be had from A alone (tanh, sigmoid)."""
+    if ws is not None and activation == "tanh":
+        return H.tanh_()
+    if ws is not None and activation == "sigmoid":
+        return H.sigmoid_()
+    if activation == "relu":
+        return torch.clamp_min(H, 0, out=_buffer(ws, name, H.shape, H))
+    return activate(H, activation)  # softplus has no out= form; without a workspace, keep H for autograd
+
+
+def _derivative_into(H: Tensor, A: Tensor, activation: Activation) -> Tensor:
+    """sigma'(H), overwriting H (and A where it aliases H): both are spent once the gradient is formed."""
+    if activation == "tanh":  # 1 - A^2
+        return torch.addcmul(torch.ones((), dtype=A.dtype, device=A.device), A, A, value=-1, out=H)
+    if activation == "sigmoid":  # A - A^2
+        return torch.addcmul(A, A, A, value=-1, out=H)
+    if activation == "softplus":
+        return H.sigmoid_()
+    return H.gt_(0)  # relu: 1.0 where H > 0, in H's dtype
+
+
 def outer_weights(v: Tensor, pairwise: bool) -> Tensor:
     """u = [v; -v] for the pairwise net (only v is a free variable), else u = v.  Shapes (C, p, k) -> (C, m, k)."""
     return torch.cat((v, -v), dim=1) if pairwise else v
 
 
-def _split_halves(W: Tensor) -> Tensor:
-    C, m, d = W.shape
-    return W.view(C, 2, m // 2, d)
+def _pre_activations(X: Tensor, W: Tensor, ws: Workspace | None, name: str) -> Tensor:
+    """H^T = W X^T, laid out (C, q, n).  A shared X (n, d) makes this ONE (C q, d) x (d, n) GEMM for all
+    configs (no per-config copy of X); per-config batches X (C, n, d) use bmm."""
+    C, q, d = W.shape
+    if X.dim() == 2:
+        n = X.shape[0]
+        out = _buffer(ws, name, (C, q, n), W)
+        H = torch.mm(W.reshape(C * q, d), X.T, out=None if out is None else out.view(C * q, n))
+        return H.view(C, q, n)
+    return torch.bmm(W, X.transpose(1, 2), out=_buffer(ws, name, (C, q, X.shape[1]), W))
 
 
-def features(X: Tensor, W: Tensor, activation: Activation, pairwise: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Return (H, A, Phi) with F = Phi v.  X: (n, d) shared, or (C, n, d) per-config batches; W: (C, m, d).
+def _weight_grad(S: Tensor, X: Tensor) -> Tensor:
+    """dL/dW = S X with S = dL/dH^T (C, q, n)."""
+    C, q, n = S.shape
+    if X.dim() == 2:
+        return torch.mm(S.reshape(C * q, n), X).view(C, q, X.shape[1])
+    return torch.bmm(S, X)
 
-    Regular:  H = X W^T (C, n, m), Phi = A = sigma(H).
-    Pairwise: both halves in one batched matmul of identical shapes, H (C, 2, n, m/2), Phi = A_1 - A_2.  Equal
-    halves then give bitwise-equal activations, so the mirrored init's output is exactly 0, not just ~1e-8.
+
+def features(X: Tensor, W: Tensor, activation: Activation, pairwise: bool,
+             ws: Workspace | None = None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
+    """Return (Hs, As, Phi^T) with outputs F = Phi v; everything laid out (C, units, n).
+
+    X: (n, d) shared by all configs, or (C, n, d) per-config batches; W: (C, m, d).
+    Regular:  Hs = (H,), As = (sigma(H),), Phi = A.
+    Pairwise: the halves W_1, W_2 go through two GEMMs of identical shape on contiguous copies, so equal halves
+    give bitwise-equal activations and the mirrored init's output is exactly 0 (one GEMM over both halves does
+    not guarantee it: edge tiles can round differently).  Phi = sigma(H_1) - sigma(H_2).
+    With a workspace, tanh/sigmoid activate in place (A aliases H) and buffers are reused across steps.
     """
-    if pairwise:
-        Xb = X.unsqueeze(1) if X.dim() == 3 else X
-        H = torch.matmul(Xb, _split_halves(W).transpose(-1, -2))
-        A = activate(H, activation)
-        return H, A, A[:, 0] - A[:, 1]
-    H = torch.matmul(X, W.transpose(1, 2))
-    A = activate(H, activation)
-    return H, A, A
+    C, m, d = W.shape
+    if not pairwise:
+        H = _pre_activations(X, W, ws, "H")
+        A = _activate_into(H, activation, ws, "A")
+        return (H,), (A,), A
+    p = m // 2
+    H1 = _pre_activations(X, W[:, :p].contiguous(), ws, "H1")
+    H2 = _pre_activations(X, W[:, p:].contiguous(), ws, "H2")
+    A1 = _activate_into(H1, activation, ws, "A1")
+    A2 = _activate_into(H2, activation, ws, "A2")
+    return (H1, H2), (A1, A2), torch.sub(A1, A2, out=_buffer(ws, "Phi", A1.shape, A1))
+
+
+def outputs(Phi_t: Tensor, v: Tensor) -> Tensor:
+    """F = Phi v: (C, n, k)."""
+    return torch.bmm(Phi_t.transpose(1, 2), v)
 
 
 def forward(X: Tensor, W: Tensor, v: Tensor, activation: Activation, pairwise: bool) -> Tensor:
     """Network outputs F: (C, n, k)."""
-    return torch.matmul(features(X, W, activation, pairwise)[2], v)
+    return outputs(features(X, W, activation, pairwise)[2], v)
 
 
-def backward(X: Tensor, H: Tensor, A: Tensor, Phi: Tensor, v: Tensor, grad_out: Tensor, activation: Activation,
-             pairwise: bool) -> tuple[Tensor, Tensor]:
-    """Given dL/dF (C, n, k), return (dL/dW (C, m, d), dL/dv (C, p, k))."""
-    grad_v = torch.matmul(Phi.transpose(-1, -2), grad_out)
-    grad_Phi = torch.matmul(grad_out, v.transpose(-1, -2))
-    S = activation_grad(H, A, activation)
-    if pairwise:
-        # dPhi/dA_1 = +1, dPhi/dA_2 = -1
-        S[:, 0].mul_(grad_Phi)
-        S[:, 1].mul_(grad_Phi).neg_()
-        Xb = X.unsqueeze(1) if X.dim() == 3 else X
-        grad_W = torch.matmul(S.transpose(-1, -2), Xb).flatten(1, 2)
-    else:
-        grad_W = torch.matmul(S.mul_(grad_Phi).transpose(-1, -2), X)
-    return grad_W, grad_v
+def backward(X: Tensor, Hs: tuple[Tensor, ...], As: tuple[Tensor, ...], Phi_t: Tensor, v: Tensor, grad_out: Tensor,
+             activation: Activation, pairwise: bool, ws: Workspace | None = None) -> tuple[Tensor, Tensor]:
+    """Given dL/dF (C, n, k), return (dL/dW (C, m, d), dL/dv (C, p, k)).  Overwrites Hs and As."""
+    grad_v = torch.bmm(Phi_t, grad_out)
+    grad_phi = torch.bmm(v, grad_out.transpose(1, 2), out=_buffer(ws, "grad_Phi", Phi_t.shape, Phi_t))
+    grads = [_weight_grad(_derivative_into(H, A, activation).mul_(grad_phi), X) for H, A in zip(Hs, As, strict=True)]
+    if pairwise:  # dPhi/dA_2 = -1: negate the small (m/2, d) gradient, not the (m/2, n) activations
+        return torch.cat((grads[0], grads[1].neg_()), dim=1), grad_v
+    return grads[0], grad_v

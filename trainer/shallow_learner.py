@@ -20,7 +20,7 @@ from trainer.metrics import jacobian_sigma_min, outer_weight_stats
 from trainer.optim import adam_step_, sgd_step_
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.schedule import lr_factor
-from trainer.shallow import backward, features, outer_weights
+from trainer.shallow import Workspace, backward, features, forward, outer_weights, outputs
 from trainer.spec import MAX_SHALLOW_PARAMS, JobSpec, ShallowModel
 
 
@@ -105,6 +105,7 @@ class ShallowLearner:
             self.opt["W.momentum"] = torch.zeros_like(self.W)
             self.opt["v.momentum"] = torch.zeros_like(self.v)
         self._epoch_index: tuple[int, Tensor] | None = None
+        self._workspace = Workspace()
 
     def _targets(self, y: Tensor, num_classes: int | None) -> Tensor:
         if not self.classification:
@@ -131,9 +132,10 @@ class ShallowLearner:
         """One step of Algorithm 2 (0-based index `step`): gradient step, then the projections."""
         o = self.spec.optim
         X, Y = self._batch(step)
-        H, A, Phi = features(X, self.W, self.activation, self.pairwise)
-        _, grad_out = loss_and_grad(torch.matmul(Phi, self.v), Y, self.loss)
-        grad_W, grad_v = backward(X, H, A, Phi, self.v, grad_out, self.activation, self.pairwise)
+        ws = self._workspace
+        Hs, As, Phi_t = features(X, self.W, self.activation, self.pairwise, ws)
+        _, grad_out = loss_and_grad(outputs(Phi_t, self.v), Y, self.loss)
+        grad_W, grad_v = backward(X, Hs, As, Phi_t, self.v, grad_out, self.activation, self.pairwise, ws)
         factor = lr_factor(o.schedule, step, self.total_steps, o.milestones, o.step_gamma)
         lr_W, lr_v = self.lr_hidden * factor, self.lr_outer * factor
         if o.name == "adam":
@@ -153,12 +155,12 @@ class ShallowLearner:
     def evaluate(self, jacobian: bool = False) -> dict[str, Tensor]:
         """Per-config metrics (each a (C,) tensor), on the full training set and the test set."""
         out: dict[str, Tensor] = {}
-        F = torch.matmul(features(self.X, self.W, self.activation, self.pairwise)[2], self.v)
+        F = forward(self.X, self.W, self.v, self.activation, self.pairwise)
         out["train_loss"] = loss_value(F, self.Y, self.loss)
         if self.classification:
             out["train_accuracy"] = accuracy(F, self.labels)
         if self.X_test.shape[0]:
-            F_test = torch.matmul(features(self.X_test, self.W, self.activation, self.pairwise)[2], self.v)
+            F_test = forward(self.X_test, self.W, self.v, self.activation, self.pairwise)
             out["test_loss"] = loss_value(F_test, self.Y_test, self.loss)
             if self.classification:
                 out["test_accuracy"] = accuracy(F_test, self.labels_test)

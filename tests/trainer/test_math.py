@@ -5,7 +5,7 @@ from trainer.init import lecun_init, mirrored_lecun_init
 from trainer.losses import loss_and_grad, loss_value
 from trainer.metrics import jacobian_sigma_min
 from trainer.projection import project_onto_ball_, project_onto_v_set
-from trainer.shallow import backward, features, forward
+from trainer.shallow import Workspace, backward, features, forward, outputs
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +32,9 @@ def test_hand_written_gradients_match_autograd(activation, pairwise, loss, per_c
     value.sum().backward()
 
     with torch.no_grad():
-        H, A, Phi = features(X, W, activation, pairwise)
-        lv, gF = loss_and_grad(Phi @ v, Y, loss)
-        gW, gv = backward(X, H, A, Phi, v, gF, activation, pairwise)
+        Hs, As, Phi_t = features(X, W, activation, pairwise, Workspace())
+        lv, gF = loss_and_grad(outputs(Phi_t, v), Y, loss)
+        gW, gv = backward(X, Hs, As, Phi_t, v, gF, activation, pairwise, Workspace())
     torch.testing.assert_close(lv, value.detach())
     torch.testing.assert_close(gW, W.grad)
     torch.testing.assert_close(gv, v.grad)
@@ -46,6 +46,20 @@ def test_mirrored_init_gives_zero_output_for_every_input():
     F = forward(X, W[None], v[None], "tanh", pairwise=True)
     assert torch.equal(F, torch.zeros_like(F))
     assert torch.equal(W[:32], W[32:])
+
+
+@pytest.mark.parametrize("C,p,d,n", [(47, 193, 289, 11), (46, 297, 781, 11), (3, 5, 7, 1), (2, 64, 20, 1000)])
+@pytest.mark.parametrize("per_config_batch", [False, True])
+def test_mirrored_halves_give_exactly_zero_output_at_shapes_where_one_gemm_rounds_unevenly(C, p, d, n,
+                                                                                          per_config_batch):
+    g = torch.Generator().manual_seed(C * p + d)
+    half = torch.randn(C, p, d, generator=g, dtype=torch.float32)
+    W = torch.cat((half, half), dim=1)
+    v = torch.randn(C, p, 1, generator=g, dtype=torch.float32)
+    X = torch.randn(C, n, d, generator=g, dtype=torch.float32) if per_config_batch else torch.randn(
+        n, d, generator=g, dtype=torch.float32)
+    F = outputs(features(X, W, "tanh", True, Workspace())[2], v)
+    assert torch.count_nonzero(F) == 0
 
 
 def test_lecun_init_variances_are_one_over_fan_in():
