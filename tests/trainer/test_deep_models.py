@@ -104,8 +104,15 @@ def test_block_projection_is_p_ball_on_the_concatenated_parameters():
     dist = project_block_onto_ball_(params, init, 1.5)
     project_onto_ball_(flat, flat0, torch.tensor([1.5]))
     torch.testing.assert_close(torch.cat([p.flatten() for p in params])[None], flat)
-    assert dist == before and before > 1.5
+    assert dist.item() == pytest.approx(before.item(), rel=1e-6) and before > 1.5
     assert distance_from(params, init).item() == pytest.approx(1.5, rel=1e-6)
+
+
+def test_a_block_whose_distance_overflows_becomes_nan_instead_of_snapping_back_to_init():
+    init = [torch.zeros(4)]
+    params = [torch.full((4,), 1e25)]
+    project_block_onto_ball_(params, init, 1.0)
+    assert torch.isnan(params[0]).all()
 
 
 def test_block_projection_inside_the_ball_leaves_parameters_bit_for_bit():

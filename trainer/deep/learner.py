@@ -78,6 +78,7 @@ class DeepLearner:
         self.block = [p for _, p in block]
         self.block_init = [p.detach().clone() for p in self.block]
         self.radius = spec.radius
+        self._scratch = [torch.empty_like(p) for p in self.block] if math.isfinite(self.radius) else None
         self.pairwise = spec.regime == "constrained"
         c = spec.constraint
         self.project_v = self.pairwise and (c.zeta is not None or c.gamma is not None)
@@ -144,7 +145,7 @@ class DeepLearner:
         loss.backward()
         self.opt.step()
         if math.isfinite(self.radius):
-            project_block_onto_ball_(self.block, self.block_init, self.radius)  # (10): ||W - W0|| <= r
+            project_block_onto_ball_(self.block, self.block_init, self.radius, self._scratch)  # (10): ||W-W0|| <= r
         if self.project_v:
             with torch.no_grad():
                 v = self.model.out.weight
