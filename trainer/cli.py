@@ -9,19 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from trainer.checkpoint import CheckpointError, load_checkpoint
-from trainer.data import DataError, load_data
-from trainer.loop import Callbacks, TrainingDiverged, train
-from trainer.shallow_learner import total_steps
 from trainer.spec import JobSpec
+
+# torch and the training modules are imported inside the commands: `narrownet status` and the other service
+# commands share this CLI and should not pay torch's ~1.5 s import.
 
 app = typer.Typer(help="Train narrow networks in the paper's regular and constrained regimes.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -52,14 +48,6 @@ def load_spec(path: Path) -> JobSpec:
         raise fail("invalid spec\n  " + "\n  ".join(validation_messages(e))) from e
 
 
-class ProgressCallbacks(Callbacks):
-    def __init__(self, progress: Progress, task: Any) -> None:
-        self.progress, self.task = progress, task
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.progress.update(self.task, completed=step, loss=metrics["train_loss"])
-
-
 @app.command("train")
 def train_command(
     spec_path: Path = typer.Argument(..., metavar="SPEC.json", help="job spec (JSON)"),
@@ -67,6 +55,22 @@ def train_command(
     data_dir: Path | None = typer.Option(None, help="local MNIST/CIFAR files (default: NARROWNET_DATA_DIR)"),
 ) -> None:
     """Train one job; resumes if OUT already holds a checkpoint of the same spec."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer.checkpoint import CheckpointError
+    from trainer.data import DataError, load_data
+    from trainer.loop import Callbacks, TrainingDiverged, train
+
+    class ProgressCallbacks(Callbacks):
+        def __init__(self, progress: Progress, task: Any) -> None:
+            self.progress, self.task = progress, task
+
+        def on_start(self, total_steps: int, start_step: int) -> None:
+            self.progress.update(self.task, total=total_steps, completed=start_step)
+
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            self.progress.update(self.task, completed=step, loss=metrics["train_loss"])
+
     spec = load_spec(spec_path)
     if data_dir is None:
         data_dir = _default_data_dir()
@@ -75,7 +79,7 @@ def train_command(
     try:
         data = load_data(spec.data, data_dir=data_dir)
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(spec.name, total=total_steps(spec, data.n_train), loss=float("nan"))
+            task = progress.add_task(spec.name, total=None, loss=float("nan"))
             result = train(spec, out, callbacks=ProgressCallbacks(progress, task), data=data)
     except (DataError, CheckpointError, TrainingDiverged, RuntimeError) as e:
         raise fail(str(e)) from e
@@ -103,6 +107,10 @@ def predict_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="write predictions to this .npz"),
 ) -> None:
     """Predict with a checkpoint (sha256 verified); report loss/accuracy when y is given."""
+    import numpy as np
+    import torch
+
+    from trainer.checkpoint import CheckpointError, load_checkpoint
     from trainer.losses import accuracy, loss_value
     from trainer.predict import predict
 
@@ -146,6 +154,7 @@ def sweep_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="write results as JSON here"),
 ) -> None:
     """Train a grid of learning rates / radii / seeds as one vectorized program."""
+    from trainer.data import DataError
     from trainer.sweep import SweepSpec, run_sweep
 
     try:

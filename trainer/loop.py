@@ -31,6 +31,9 @@ class TrainingDiverged(RuntimeError):
 class Callbacks:
     """Where progress leaves the trainer; subclass and override what you need."""
 
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        """Called once the data is loaded: the step budget (epochs x batches) is known only then."""
+
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
@@ -143,6 +146,7 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
         callbacks.on_checkpoint(step, path, full)
         return path
 
+    callbacks.on_start(total, start)
     if start == 0:
         last = record(0)
     elif ckpt is not None:

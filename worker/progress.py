@@ -27,6 +27,10 @@ class JobProgress:
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._last_heartbeat = self._last_flush = time.monotonic()
 
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        # Known only once the trainer has loaded the data (epochs x batches); progress and ETA need it early.
+        self.total_steps = total_steps
+
     def on_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         self._pending.append((step, dict(metrics)))
         if len(self._pending) >= self.flush_every:
