@@ -303,5 +303,32 @@ def worker(
                             "--loglevel", settings.log_level, "--hostname", hostname])
 
 
+@app.command()
+def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print what it did, exit")] = False,
+              ) -> None:
+    """Hand orphaned jobs back to their queue (a worker died, a message was lost); keep one running."""
+    import logging
+    import signal
+    import threading
+
+    from api.db.session import get_sessionmaker
+    from worker.celery_app import celery_app
+    from worker.queueing import enqueue_job
+    from worker.reconciler import reconcile_once, run_reconciler
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = {"lease_seconds": settings.lease_seconds, "max_attempts": settings.max_attempts,
+               "enqueue": lambda job_id, queue: enqueue_job(job_id, queue, app=celery_app)}
+    if once:
+        _print_json(vars(reconcile_once(get_sessionmaker(), **options)))
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    run_reconciler(get_sessionmaker(), interval_seconds=settings.reconcile_interval_seconds, stop=stop,
+                   **options)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app(prog_name="narrownet", args=sys.argv[1:])

@@ -1,4 +1,4 @@
-"""`narrownet serve`: the embedded default, an API server and one Celery worker as child processes.
+"""`narrownet serve`: the embedded default, an API server, one Celery worker and the reconciler as children.
 
 With no NARROWNET_DATABASE_URL / NARROWNET_BROKER_URL set, all state (SQLite database, SQLite-backed broker,
 artifacts) lives under NARROWNET_HOME. The children get the same settings through their environment.
@@ -64,6 +64,10 @@ def worker_command(queues: str, concurrency: int) -> list[str]:
             "--concurrency", str(concurrency)]
 
 
+def reconciler_command() -> list[str]:
+    return [sys.executable, "-m", "narrownet", "reconcile"]
+
+
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -102,7 +106,10 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     api = subprocess.Popen(api_command(host, port, settings.log_level), env=env)
     worker = subprocess.Popen(worker_command("cpu,gpu", 1), env=env)
-    children = [api, worker]
+    # The SQLite broker forgets a message once a worker takes it: only the reconciler brings back a job
+    # whose worker died.
+    reconciler = subprocess.Popen(reconciler_command(), env=env)
+    children = [api, worker, reconciler]
     try:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         if wait_healthy(url, api):
@@ -116,7 +123,7 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
     if stopping:
         return 0
     died = next(p for p in children if p.returncode is not None)
-    name = "API server" if died is api else "worker"
+    name = "API server" if died is api else "worker" if died is worker else "reconciler"
     print(f"narrownet serve: the {name} exited with code {died.returncode}; stopped the rest",
           file=sys.stderr)
     return 1

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     run_migrations_on_start: bool = Field(default=True, description="embedded mode: upgrade schema on start")
     worker_concurrency: int = Field(default=1, ge=1)
+    worker_torch_threads: int | None = Field(
+        default=None, ge=1, description="torch threads per worker pool process; default: CPU cores / concurrency")
     log_level: str = "INFO"
 
     # Client side (narrownet submit/status/...): where the API is and which key to use.

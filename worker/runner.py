@@ -1,7 +1,10 @@
 """run_job: the body of the narrownet.run_job task, callable directly (tests call it without Celery).
 
 The job row is the source of truth: claim it (a new attempt), train with fenced progress writes, set the
-outcome. Anything already finished, cancelled or live-leased by another worker is left alone.
+outcome. Anything already finished, cancelled or live-leased by another worker is left alone. A failure that
+says the job itself is wrong ends it `failed` at once; any other failure puts it back in the queue until it
+has used max_attempts. An attempt that loses the database for a whole lease stops without an outcome: its
+lease runs out and the reconciler hands the job on.
 """
 
 from __future__ import annotations
@@ -10,17 +13,25 @@ import json
 import logging
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.models import JobStatus
 from api.db.session import get_sessionmaker
 from narrownet.settings import Settings, get_settings
-from trainer.loop import TrainResult, train
+from trainer.checkpoint import CheckpointError
+from trainer.data.errors import DataError
+from trainer.loop import TrainingDiverged, TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
+from worker.db_retry import DatabaseUnavailable, with_retries
 from worker.job_store import ClaimedJob, JobStore, LeaseLost, claim_job
 from worker.progress import JobProgress
 
 log = logging.getLogger(__name__)
+
+# The job itself is wrong (bad spec or data, divergence, a checkpoint that does not verify): another attempt
+# would fail the same way, so these end the job at once.
+PERMANENT_FAILURES = (TrainingDiverged, DataError, CheckpointError, ValidationError, LookupError)
 
 
 def job_dir(artifact_dir: Path, job_id: str) -> Path:
@@ -32,9 +43,17 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
     """Run one attempt of a job; return the status it ended in, or None if this call did not run it."""
     settings = settings or get_settings()
     sessions = sessions or get_sessionmaker()
-    with sessions.begin() as session:
-        job = claim_job(session, job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds,
-                        max_attempts=settings.max_attempts)
+
+    def claim() -> ClaimedJob | None:
+        with sessions.begin() as session:
+            return claim_job(session, job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds,
+                             max_attempts=settings.max_attempts)
+
+    try:
+        job = with_retries(claim, what=f"job {job_id}: claim", budget_seconds=settings.lease_seconds)
+    except DatabaseUnavailable as exc:
+        log.warning("%s; the reconciler sends the job again", exc)
+        return None
     if job is None:
         log.info("job %s: nothing to run (finished, cancelled, or leased by another worker)", job_id)
         return None
@@ -44,6 +63,10 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
         return _train_claimed(job, store, settings)
     except LeaseLost as exc:
         log.warning("%s; attempt %d stops without writing", exc, job.attempt)
+        return None
+    except DatabaseUnavailable as exc:
+        log.warning("%s; attempt %d stops, and once its lease runs out the reconciler hands the job on",
+                    exc, job.attempt)
         return None
 
 
@@ -58,14 +81,13 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         result = train(spec, job_dir(store.artifact_dir, job.id), callbacks=progress,
                        data_dir=settings.data_dir, dataset_path=dataset_path)
         progress.flush()
-    except LeaseLost:
+    except (LeaseLost, DatabaseUnavailable):
         raise
-    except Exception as exc:  # every failure ends the job `failed` with its reason, never `running`
+    except Exception as exc:  # every failure is recorded with its reason; the job never stays `running`
         log.exception("job %s attempt %d failed", job.id, job.attempt)
         if progress is not None:
             _flush_quietly(progress)
-        store.finish(JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return JobStatus.FAILED
+        return _record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
@@ -74,6 +96,19 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
     return JobStatus.CANCELLED
+
+
+def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PERMANENT_FAILURES):
+        store.finish(JobStatus.FAILED, error=reason)
+        return JobStatus.FAILED
+    if job.attempt >= max_attempts:
+        store.finish(JobStatus.FAILED, error=f"attempt {job.attempt} of {max_attempts} failed: {reason}")
+        return JobStatus.FAILED
+    # Perhaps passing (a full disk, memory, a lost GPU): the next attempt resumes from the last checkpoint.
+    store.release_for_retry(f"attempt {job.attempt} of {max_attempts} failed, will retry: {reason}")
+    return JobStatus.QUEUED
 
 
 def _final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
@@ -88,7 +123,7 @@ def _flush_quietly(progress: JobProgress) -> None:
     # Keep the metrics recorded before a failure; the failure itself is what must be written.
     try:
         progress.flush()
-    except LeaseLost:
+    except (LeaseLost, DatabaseUnavailable):
         raise
     except Exception:
         log.exception("could not flush metrics of a failed job")

@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
+import torch
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from api.db.session import get_engine, get_sessionmaker
+from narrownet.settings import get_settings
 from worker.celery_app import celery_app
 from worker.queueing import TASK_NAME
 from worker.runner import run_job
 
+log = logging.getLogger(__name__)
+
+_pool_size = 1  # set in the worker's main process, inherited by the pool children it forks
+
+
+def torch_threads(configured: int | None, pool_size: int, cores: int | None) -> int:
+    """Intra-op threads for one pool process: the setting, else the cores shared out among the pool."""
+    return configured or max(1, (cores or 1) // max(1, pool_size))
+
+
+@worker_init.connect
+def _remember_pool_size(sender: object, **_: object) -> None:
+    global _pool_size
+    concurrency = getattr(sender, "concurrency", 1)
+    _pool_size = concurrency if isinstance(concurrency, int) else 1
+
 
 @worker_process_init.connect
-def _fresh_engine_per_child(**_: object) -> None:
+def _init_pool_process(**_: object) -> None:
     # A forked pool child must not share the parent's database connections.
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()
+    # torch would start one thread per core in every pool process: N processes on N cores oversubscribe.
+    threads = torch_threads(get_settings().worker_torch_threads, _pool_size, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    log.info("pool process %d: torch uses %d threads (pool of %d)", os.getpid(), torch.get_num_threads(),
+             _pool_size)
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

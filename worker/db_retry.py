@@ -1,0 +1,62 @@
+"""Riding out a database restart: a worker's writes retry transient errors with capped exponential backoff.
+
+The retry budget is the job's lease. Past it the lease has run out anyway and the reconciler may already have
+put the job back on its queue, so the attempt gives up (DatabaseUnavailable) instead of writing late.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_DELAY_SECONDS = 0.1
+MAX_DELAY_SECONDS = 2.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for a whole lease: this attempt stops without writing an outcome."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say the database could not be reached (or dropped us), not that the statement was wrong."""
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) -> T:
+    """Run `write` (one whole transaction), retrying transient database errors for up to budget_seconds.
+
+    `write` must be safe to run again: a commit whose answer was lost may have landed.
+    """
+    deadline = time.monotonic() + budget_seconds
+    delay = FIRST_DELAY_SECONDS
+    failures = 0
+    while True:
+        try:
+            return write()
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if not is_transient(exc):
+                raise
+            failures += 1
+            remaining = deadline - time.monotonic()
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            if remaining <= 0:
+                raise DatabaseUnavailable(
+                    f"{what}: database unreachable for {budget_seconds:g}s ({reason})") from exc
+            # Jittered, so workers that lost the database together do not all reconnect at one instant.
+            pause = min(remaining, random.uniform(delay / 2, delay))
+            log.warning("%s: database unavailable (%s); retry %d in %.2fs", what, reason, failures, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
