@@ -18,8 +18,10 @@ setup: $(BIN)/narrownet
 serve: setup
 	$(BIN)/narrownet serve --print-key
 
+# One torch thread per process: the tests run uvicorn and celery worker processes beside pytest on small
+# machines, and OpenMP's spinning threads slow everything 5-10x when cores are oversubscribed.
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .

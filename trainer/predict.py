@@ -11,12 +11,19 @@ from trainer.spec import JobSpec, ResNet18Model, ShallowModel
 
 
 def predict(ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
-    """Raw outputs f(X) (n, k) for inputs in the training data's original units (standardized here)."""
+    """Raw outputs f(X) (n, k) for inputs in the units the data source yields (standardized here)."""
     spec = JobSpec.model_validate(ckpt.meta["spec"])
     if not isinstance(spec.model, ShallowModel):
         return _predict_deep(spec, ckpt, X)
     t = ckpt.tensors
-    X = standardize(X.to(torch.float32), t["x_mean"], t["x_std"]).flatten(1)
+    X = X.to(torch.float32)
+    if t["x_mean"].ndim == 3 and X.ndim == 2:
+        # Trained on images with per-channel statistics (C, 1, 1): view flat rows as (n, C, pixels) to apply them.
+        X = X.view(len(X), t["x_mean"].shape[0], -1)
+        X = standardize(X, t["x_mean"].view(-1, 1), t["x_std"].view(-1, 1))
+    else:
+        X = standardize(X, t["x_mean"], t["x_std"])
+    X = X.flatten(1)
     if X.shape[1] != t["W"].shape[1]:
         raise ValueError(f"X: {X.shape[1]} features per sample, the model expects {t['W'].shape[1]}")
     with torch.no_grad():

@@ -41,6 +41,10 @@ class ConfigGrid:
         return len(self.seed)
 
 
+# Elements per activation buffer in one forward/backward group (~4 MB of float32): sized to the caches, not RAM.
+CHUNK_ELEMENTS = 1 << 20
+
+
 def steps_per_epoch(n: int, batch_size: int | None) -> int:
     return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
 
@@ -132,10 +136,11 @@ class ShallowLearner:
         """One step of Algorithm 2 (0-based index `step`): gradient step, then the projections."""
         o = self.spec.optim
         X, Y = self._batch(step)
-        ws = self._workspace
-        Hs, As, Phi_t = features(X, self.W, self.activation, self.pairwise, ws)
-        _, grad_out = loss_and_grad(outputs(Phi_t, self.v), Y, self.loss)
-        grad_W, grad_v = backward(X, Hs, As, Phi_t, self.v, grad_out, self.activation, self.pairwise, ws)
+        per_config = X.dim() == 3
+        grads = [self._gradients(X[c] if per_config else X, Y[c] if per_config else Y, c)
+                 for c in self._chunks(X.shape[-2])]
+        grad_W = grads[0][0] if len(grads) == 1 else torch.cat([g[0] for g in grads])
+        grad_v = grads[0][1] if len(grads) == 1 else torch.cat([g[1] for g in grads])
         factor = lr_factor(o.schedule, step, self.total_steps, o.milestones, o.step_gamma)
         lr_W, lr_v = self.lr_hidden * factor, self.lr_outer * factor
         if o.name == "adam":
@@ -149,6 +154,20 @@ class ShallowLearner:
             project_onto_ball_(self.W, self.W0, self.radius)  # (10): ||W - W0||_F <= r
         if self.project_v:
             self.v.copy_(project_onto_v_set(self.v, self.zeta, self.gamma))  # (10): v in V
+
+    def _chunks(self, rows: int) -> list[slice]:
+        # A step's activations are (C, m, rows) floats per buffer.  Past the CPU caches every elementwise pass runs
+        # at DRAM speed, so configs go through the forward/backward in cache-sized groups (bench/RESULTS.md).
+        size = max(1, CHUNK_ELEMENTS // max(1, rows * self.spec.model.width))
+        C = len(self.grid)
+        return [slice(c, min(c + size, C)) for c in range(0, C, size)]
+
+    def _gradients(self, X: Tensor, Y: Tensor, configs: slice) -> tuple[Tensor, Tensor]:
+        W, v = self.W[configs], self.v[configs]
+        ws = self._workspace
+        Hs, Bs, Phi_t = features(X, W, self.activation, self.pairwise, ws)
+        _, grad_out = loss_and_grad(outputs(Phi_t, v, self.activation, self.pairwise), Y, self.loss)
+        return backward(X, Hs, Bs, Phi_t, v, grad_out, self.activation, self.pairwise, ws)
 
     # -------------------------------------------------------------------------------------------- metrics
     @torch.no_grad()

@@ -33,7 +33,7 @@ def test_hand_written_gradients_match_autograd(activation, pairwise, loss, per_c
 
     with torch.no_grad():
         Hs, As, Phi_t = features(X, W, activation, pairwise, Workspace())
-        lv, gF = loss_and_grad(outputs(Phi_t, v), Y, loss)
+        lv, gF = loss_and_grad(outputs(Phi_t, v, activation, pairwise), Y, loss)
         gW, gv = backward(X, Hs, As, Phi_t, v, gF, activation, pairwise, Workspace())
     torch.testing.assert_close(lv, value.detach())
     torch.testing.assert_close(gW, W.grad)
@@ -58,7 +58,7 @@ def test_mirrored_halves_give_exactly_zero_output_at_shapes_where_one_gemm_round
     v = torch.randn(C, p, 1, generator=g, dtype=torch.float32)
     X = torch.randn(C, n, d, generator=g, dtype=torch.float32) if per_config_batch else torch.randn(
         n, d, generator=g, dtype=torch.float32)
-    F = outputs(features(X, W, "tanh", True, Workspace())[2], v)
+    F = outputs(features(X, W, "tanh", True, Workspace())[2], v, "tanh", True)
     assert torch.count_nonzero(F) == 0
 
 
