@@ -8,9 +8,15 @@ Public interface (used by the CLI and the Celery worker):
     from trainer.checkpoint import load_checkpoint, CheckpointError
 
     result = train(spec, out_dir, callbacks=cb, data_dir=None, dataset_path=None)
-      - writes out_dir/checkpoint.safetensors + out_dir/checkpoint.json (+ metrics.jsonl)
+      - writes out_dir/ckpt-<step>.safetensors + ckpt-<step>.json (the latest two) and metrics.jsonl
       - resumes from out_dir's checkpoint when one is there (sha256 verified)
-      - cb.on_metrics(step, {name: float}), cb.on_checkpoint(step, path, meta), cb.should_stop() -> bool
+      - cb.on_start(total_steps, start_step), cb.on_metrics(step, {name: float}),
+        cb.on_checkpoint(step, path, meta), cb.should_stop() -> bool  (subclass trainer.loop.Callbacks)
       - result.status in {"completed", "stopped"}; result.step; result.final_metrics (dict)
       - raises TrainingDiverged (non-finite loss), DataError (bad data), CheckpointError (corrupt checkpoint)
+
+Layout: spec.py (the job spec), shallow.py + shallow_learner.py (the 1-hidden-layer net as pure functions over
+config-batched tensors, hand-written gradients), deep/ (MLP and ResNet-18 with a mirrored, paired, projected last
+block, trained with autograd), init.py, projection.py, optim.py, schedule.py, losses.py, metrics.py, loop.py (one
+training loop for both), sweep.py (vectorized grids), checkpoint.py, predict.py, data/, cli.py.
 """
