@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
+from tests.trainer.stop_after import StopAfter
 from trainer.checkpoint import latest_checkpoint
 from trainer.data import DataError, load_data
 from trainer.deep import build_model
-from trainer.loop import Callbacks, train
+from trainer.loop import train
 from trainer.predict import predict
 from trainer.spec import JobSpec
 
@@ -34,17 +35,6 @@ def mlp_spec(**overrides) -> JobSpec:
     for key, value in overrides.items():
         spec[key] = {**spec[key], **value} if isinstance(value, dict) and isinstance(spec.get(key), dict) else value
     return JobSpec.model_validate(spec)
-
-
-class StopAfter(Callbacks):
-    def __init__(self, step):
-        self.stop_at, self.step = step, 0
-
-    def on_metrics(self, step, metrics):
-        self.step = step
-
-    def should_stop(self):
-        return self.step >= self.stop_at
 
 
 def test_issue_4_spec_examples_validate():

@@ -8,10 +8,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.trainer.stop_after import StopAfter
 from trainer.checkpoint import latest_checkpoint
 from trainer.data import DataError, load_data
 from trainer.deep import DeepLearner, build_model
-from trainer.loop import Callbacks, train
+from trainer.loop import train
 from trainer.predict import predict
 from trainer.spec import JobSpec
 
@@ -42,17 +43,6 @@ def write_cifar10(root, n_per_batch=3, seed=0):
                  b"filenames": [b"x.png"] * n_per_batch}
         (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
     return root
-
-
-class StopAfter(Callbacks):
-    def __init__(self, step):
-        self.stop_at, self.step = step, 0
-
-    def on_metrics(self, step, metrics):
-        self.step = step
-
-    def should_stop(self):
-        return self.step >= self.stop_at
 
 
 def test_constrained_resnet_starts_at_zero_output_and_keeps_block_4_within_r(tmp_path):

@@ -6,9 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 from bench.reference import reference_train
+from tests.trainer.stop_after import StopAfter
 from trainer.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from trainer.data import load_data
-from trainer.loop import Callbacks, TrainingDiverged, train
+from trainer.loop import TrainingDiverged, train
 
 
 def _final_weights(run_dir):
@@ -22,17 +23,6 @@ def test_same_seed_and_spec_give_bitwise_equal_runs(tmp_path, make_spec):
     for name, t in _final_weights(tmp_path / "a").items():
         assert torch.equal(t, _final_weights(tmp_path / "b")[name]), name
     assert a.final_metrics == b.final_metrics
-
-
-class StopAfter(Callbacks):
-    def __init__(self, step):
-        self.stop_at, self.step = step, 0
-
-    def on_metrics(self, step, metrics):
-        self.step = step
-
-    def should_stop(self):
-        return self.step >= self.stop_at
 
 
 @pytest.mark.parametrize("optim", [
