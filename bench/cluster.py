@@ -1,0 +1,267 @@
+"""A narrownet deployment on loopback made of real processes that a test or a benchmark can kill by pid.
+
+Used by tests/reliability and bench/chaos.py:
+  RedisServer       a redis-server of our own on a free port, no persistence (killing it loses its messages)
+  PostgresCluster   a throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, to stop and start
+  Cluster           uvicorn (the API), Celery workers and the reconciler, sharing one environment
+
+Every process runs in its own session (process group) and is stopped by pid; nothing here touches a server it
+did not start.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STARTUP_SECONDS = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy; raise TimeoutError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(poll)
+
+
+def start_process(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the process and everything in its group (a Celery worker's pool children too), then reap it."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_group(process)  # also whatever the process left behind in its group
+
+
+class RedisServer:
+    """redis-server on a free loopback port with persistence off: a kill loses every message it held."""
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log = log_dir / f"redis-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.process = start_process(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no"], dict(os.environ), self.log)
+        wait_until(self.answers, 30, f"redis-server on port {self.port}")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            kill_group(self.process)
+            self.process = None
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            s.recv(16)
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed")
+    return found
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of our own (trust auth, loopback, free port) in a temporary data directory.
+
+    PostgreSQL refuses to run as root, so under root its commands run as the `postgres` user.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="narrownet-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "postgres.log"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        if self._as:
+            shutil.chown(self.dir, "postgres")
+        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "--no-sync", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c full_page_writes=off")
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
+                  "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def destroy(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """The API, workers and the reconciler over one database and one broker; each process killable by pid."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    settings: dict[str, str] = field(default_factory=dict)  # more NARROWNET_* for every process
+    api_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _log_starts: dict[str, int] = field(default_factory=dict)  # a restarted process appends to its log
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+        env.update({"NARROWNET_HOME": str(self.home), "NARROWNET_DATABASE_URL": self.database_url,
+                    "NARROWNET_BROKER_URL": self.broker_url, "NARROWNET_LOG_LEVEL": "INFO",
+                    "NARROWNET_RATE_LIMIT_PER_MINUTE": "100000", "PYTHONUNBUFFERED": "1", **self.settings})
+        return env
+
+    def log(self, name: str) -> Path:
+        return self.home / f"{name}.log"
+
+    def log_text(self, name: str, *, since_start: bool = False) -> str:
+        path = self.log(name)
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(self._log_starts.get(name, 0) if since_start else 0)
+            return f.read().decode(errors="replace")
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.log(name)
+        self._log_starts[name] = log.stat().st_size if log.exists() else 0
+        process = start_process(argv, self.env, log)
+        self.processes[name] = process
+        return process
+
+    def start_api(self, name: str = "api") -> subprocess.Popen[bytes]:
+        return self.start(name, [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+                                 "--host", "127.0.0.1", "--port", str(self.api_port)])
+
+    def start_worker(self, name: str = "worker", concurrency: int = 1) -> subprocess.Popen[bytes]:
+        return self.start(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+                                 "--queues", "cpu,gpu", "--concurrency", str(concurrency), "--loglevel", "INFO",
+                                 "--hostname", f"{name}-{self.api_port}@%h", "--without-heartbeat",
+                                 "--without-gossip", "--without-mingle"])
+
+    def start_reconciler(self, name: str = "reconciler") -> subprocess.Popen[bytes]:
+        return self.start(name, [sys.executable, "-m", "narrownet", "reconcile"])
+
+    def api_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_api(self, timeout: float = STARTUP_SECONDS) -> None:
+        wait_until(lambda: self._check_alive() or self.api_up(), timeout, "the API to answer /healthz", 0.1)
+
+    def worker_ready(self, name: str = "worker") -> bool:
+        return "ready." in self.log_text(name, since_start=True)
+
+    def wait_worker(self, name: str = "worker", timeout: float = STARTUP_SECONDS) -> None:
+        wait_until(lambda: self._check_alive() or self.worker_ready(name), timeout, f"{name} to be ready", 0.1)
+
+    def _check_alive(self) -> bool:
+        dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"exited: {dead}\n{self.log_tail()}")
+        return False
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process and its group (a worker's pool children die with it)."""
+        kill_group(self.processes.pop(name))
+
+    def log_tail(self, chars: int = 3000) -> str:
+        parts = []
+        for path in sorted(self.home.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-chars:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            stop_gracefully(self.processes.pop(name), grace=10.0)
+
+
+def pid_of_lease(lease_owner: str | None) -> int | None:
+    """The pool process holding a job: worker ids are host:pid:task-id (worker/tasks.py)."""
+    if not lease_owner:
+        return None
+    parts = lease_owner.split(":")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None

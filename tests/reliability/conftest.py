@@ -1,0 +1,179 @@
+"""Fault injection against real processes (bench/cluster.py): a redis-server of our own, a fresh PostgreSQL
+database, uvicorn, Celery workers and the reconciler, each killed by pid. Short leases keep recovery quick.
+
+The database and the redis-server are shared by the session; each test starts its own processes and begins
+with empty job tables (the reconciler looks at every job, so one test's leftovers would be another's work).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.numpy import load_file
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db.migrate import upgrade
+from api.db.models import Checkpoint, Job, JobStatus, MetricPoint
+from api.db.session import make_engine
+from bench.cluster import Cluster, RedisServer, wait_until
+from narrownet.client import NarrownetClient
+from tests.service_guard import require_service, temporary_postgres_database
+
+pytestmark = pytest.mark.service
+
+# Recovery bound in these tests: R = lease + interval = 4.5 s. The lease is not shorter so that a worker
+# slowed down by a busy machine still renews it in time.
+SETTINGS = {"NARROWNET_LEASE_SECONDS": "4", "NARROWNET_RECONCILE_INTERVAL_SECONDS": "0.5",
+            "NARROWNET_MAX_ATTEMPTS": "5", "NARROWNET_METRICS_FLUSH_EVERY": "5",
+            # One torch thread per pool process: on a shared 2-core machine more threads only contend.
+            "NARROWNET_WORKER_TORCH_THREADS": "1"}
+JOB_DEADLINE = 120.0
+TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+def long_spec(name: str = "long", iterations: int = 20_000, **extra: Any) -> dict[str, Any]:
+    """A CPU job of a few seconds (about 0.1 ms a step) with a checkpoint every tenth of the run."""
+    return {"name": name, "regime": "constrained", "model": {"arch": "shallow", "width": 16},
+            "data": {"source": "synthetic", "n": 64, "d": 8, "seed": 3}, "device": "cpu", "seed": 11,
+            "optim": {"name": "gd", "lr": 0.05, "momentum": 0.9, "iterations": iterations},
+            "metrics_every": 250, "checkpoint_every": iterations // 10, **extra}
+
+
+def expected_steps(spec: dict[str, Any]) -> list[int]:
+    return list(range(0, spec["optim"]["iterations"] + 1, spec["metrics_every"]))
+
+
+@dataclass
+class Db:
+    """What the tests read straight from the database (the API may be the process that was killed)."""
+
+    sessions: sessionmaker[Session]
+
+    def job(self, job_id: str) -> Job:
+        with self.sessions() as s:
+            job = s.get(Job, job_id)
+            assert job is not None, job_id
+            return job
+
+    def metric_rows(self, job_id: str) -> list[tuple[int, int]]:
+        """(step, attempt) of every stored metric point, in step order."""
+        with self.sessions() as s:
+            rows = s.execute(select(MetricPoint.step, MetricPoint.attempt).where(MetricPoint.job_id == job_id)
+                             .order_by(MetricPoint.step))
+            return [(r.step, r.attempt) for r in rows]
+
+    def duplicated_metric_rows(self) -> int:
+        with self.sessions() as s:
+            per_step = (select(func.count().label("n")).select_from(MetricPoint)
+                        .group_by(MetricPoint.job_id, MetricPoint.step)
+                        .subquery())
+            return s.scalar(select(func.count()).select_from(per_step).where(per_step.c.n > 1)) or 0
+
+    def checkpoint_rows(self, job_id: str) -> list[tuple[int, int]]:
+        """(step, attempt) of every recorded checkpoint, in the order they were recorded."""
+        with self.sessions() as s:
+            rows = s.execute(select(Checkpoint.step, Checkpoint.attempt).where(Checkpoint.job_id == job_id)
+                             .order_by(Checkpoint.id))
+            return [(r.step, r.attempt) for r in rows]
+
+    def clear_jobs(self) -> None:
+        with self.sessions.begin() as s:
+            for table in (MetricPoint, Checkpoint, Job):
+                s.execute(delete(table))
+
+    def wait_for(self, job_id: str, what: str, predicate: Callable[[Job], bool],
+                 timeout: float = JOB_DEADLINE) -> Job:
+        def check() -> Job | None:
+            job = self.job(job_id)
+            return job if predicate(job) else None
+
+        return wait_until(check, timeout, f"job {job_id} {what}")
+
+    def wait_terminal(self, job_id: str, timeout: float = JOB_DEADLINE) -> Job:
+        return self.wait_for(job_id, "to finish", lambda j: j.status in TERMINAL, timeout)
+
+    def wait_checkpoint(self, job_id: str, count: int = 1) -> Job:
+        """Wait until the job is running with at least `count` checkpoints recorded by its current attempt."""
+        def ready(job: Job) -> bool:
+            own = [s for s, a in self.checkpoint_rows(job_id) if a == job.attempt]
+            return job.status is JobStatus.RUNNING and len(own) >= count
+        return self.wait_for(job_id, f"to record {count} checkpoint(s)", ready)
+
+
+@pytest.fixture(scope="session")
+def reliability_database() -> Iterator[str]:
+    with temporary_postgres_database("narrownet_reliability") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require_service("redis-server (binary)", lambda: shutil.which("redis-server") or 1 / 0)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def db(reliability_database: str) -> Iterator[Db]:
+    engine = make_engine(reliability_database)
+    db = Db(sessionmaker(bind=engine, expire_on_commit=False))
+    db.clear_jobs()
+    yield db
+    engine.dispose()
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, reliability_database: str, redis_server: RedisServer,
+                 db: Db) -> Iterator[ClusterFactory]:
+    """Build a cluster on this session's database and broker; every process it started is stopped after."""
+    clusters: list[Cluster] = []
+
+    def make(**settings: str) -> Cluster:
+        if redis_server.process is None:
+            redis_server.start()  # an earlier test left it killed
+        redis_server.flush()
+        cluster = Cluster(tmp_path / f"home{len(clusters)}", reliability_database, redis_server.url(),
+                          {**SETTINGS, **settings})
+        cluster.home.mkdir()
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
+
+
+@pytest.fixture
+def api_key(db: Db) -> str:
+    from api.services.keys import create_key
+
+    with db.sessions.begin() as s:
+        _, plaintext = create_key(s, f"reliability-{time.monotonic_ns()}")
+    return plaintext
+
+
+def client(cluster: Cluster, key: str) -> NarrownetClient:
+    return NarrownetClient(cluster.url, key, timeout=30.0)
+
+
+def final_weights(cluster: Cluster, key: str, job_id: str, dest: Path) -> dict[str, bytes]:
+    """The raw bytes of every tensor of the job's latest checkpoint, as the API serves it (sha256 checked).
+
+    Tensors, not the file: safetensors writes its header's metadata map in no fixed order.
+    """
+    with client(cluster, key) as c:
+        c.fetch_checkpoint(job_id, dest)
+    return {name: array.dtype.str.encode() + array.tobytes() for name, array in load_file(str(dest)).items()}
