@@ -33,6 +33,9 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A broker outage must not stop training: the job row's lease, not the broker, decides who runs a
+        # job, so a task whose message can no longer be acknowledged keeps running and finishes the job.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Each queue on its own direct exchange and routing key (Celery's default binds both to exchange "cpu"
         # with key "cpu"), so where a job lands never depends on how a task was sent.
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
