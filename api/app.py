@@ -17,7 +17,7 @@ from api.db import migrate
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
 from api.observability import MetricsMiddleware
-from api.routes import datasets, health, jobs
+from api.routes import datasets, docs, health, jobs
 from api.runtime import Runtime
 from narrownet.settings import Settings, get_settings
 
@@ -48,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Meets Trainability' (NeurIPS 2021).",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        # Served by api.routes.docs behind a key: every route but the health probes needs one.
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
     app.state.runtime = runtime
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        upload_paths=frozenset({datasets.router.prefix}))
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
 
-    for router in (health.router, jobs.router, datasets.router):
+    for router in (health.router, jobs.router, datasets.router, docs.router):
         app.include_router(router)
     return app
 

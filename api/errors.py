@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -178,10 +178,24 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
 
 
+def _unparsable_body_reason(cause: BaseException) -> str:
+    # FastAPI turns every body-parsing failure other than a JSON syntax error into a bare 400.
+    if isinstance(cause, RecursionError):
+        return "malformed JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "malformed JSON: the body is not valid UTF-8"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "malformed JSON: a number has too many digits"
+    return "malformed JSON: the body could not be parsed"
+
+
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, ApiError):
         return await _api_error(_, exc)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        reason = _unparsable_body_reason(exc.__cause__)
+        return error_response(422, "validation_error", f"body: {reason}", [("body", reason)])
     code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return error_response(exc.status_code, code, message, headers=exc.headers)
@@ -196,6 +210,12 @@ async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, (DBAPIError, PoolTimeoutError))
+    if isinstance(exc, DataError):
+        # A value the database refuses (NUL in text, out of range) came from the request; validation at the
+        # edge should have caught it, so it is logged, but it is the client's error, not a server failure.
+        log.warning("database refused a value: %s", exc)
+        return error_response(422, "validation_error", "a value in the request cannot be stored "
+                              "(out of range, or text containing NUL)", [("body", "value refused by the database")])
     if isinstance(exc, PoolTimeoutError) or _is_connection_error(exc):
         log.warning("database unavailable: %s", exc)
         return error_response(503, "database_unavailable", "the database is unreachable; retry shortly",

@@ -109,9 +109,10 @@ class TestErrorShape:
         assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
 
     async def test_openapi_documents_the_api(self, api: Api) -> None:
-        schema = (await api.client.get("/openapi.json")).json()
+        user = api.new_user()
+        schema = (await api.client.get("/openapi.json", headers=user)).json()
         assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/metrics", "/v1/jobs/{job_id}/cancel",
                 "/v1/jobs/{job_id}/checkpoint", "/v1/jobs/{job_id}/checkpoint/meta", "/v1/datasets",
                 "/v1/datasets/{dataset_id}", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
         assert "JobSpec" in schema["components"]["schemas"]
-        assert (await api.client.get("/docs")).status_code == 200
+        assert (await api.client.get("/docs", headers=user)).status_code == 200
