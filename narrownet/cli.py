@@ -321,7 +321,7 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
     options = {"lease_seconds": settings.lease_seconds, "max_attempts": settings.max_attempts,
                "enqueue": lambda job_id, queue: enqueue_job(job_id, queue, app=celery_app)}
     if once:
-        _print_json(vars(reconcile_once(get_sessionmaker(), **options)))
+        print(json.dumps(vars(reconcile_once(get_sessionmaker(), **options))))
         return
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

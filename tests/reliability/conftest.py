@@ -7,7 +7,10 @@ with empty job tables (the reconciler looks at every job, so one test's leftover
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from api.db.session import make_engine
 from bench.cluster import Cluster, RedisServer, wait_until
 from narrownet.client import NarrownetClient
 from tests.service_guard import require_service, temporary_postgres_database
+from worker.celery_app import make_celery
+from worker.queueing import enqueue_job
 
 pytestmark = pytest.mark.service
 
@@ -167,6 +172,26 @@ def api_key(db: Db) -> str:
 
 def client(cluster: Cluster, key: str) -> NarrownetClient:
     return NarrownetClient(cluster.url, key, timeout=30.0)
+
+
+def reconcile_once(cluster: Cluster) -> dict[str, list[str]]:
+    """One reconciler pass by the real command (`narrownet reconcile --once`); what it did, by kind."""
+    result = subprocess.run([sys.executable, "-m", "narrownet", "reconcile", "--once"], env=cluster.env,
+                            capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(result.stdout)
+
+
+def send_duplicate(cluster: Cluster, job_id: str, queue: str = "cpu") -> None:
+    """Put a second message for the job on the broker, as a redelivery or a double send would."""
+    app = make_celery(cluster.broker_url)
+    try:
+        enqueue_job(job_id, queue, app=app)
+    finally:
+        app.close()
+
+
+def log_count(cluster: Cluster, name: str, text: str) -> int:
+    return cluster.log_text(name).count(text)
 
 
 def final_weights(cluster: Cluster, key: str, job_id: str, dest: Path) -> dict[str, bytes]:
