@@ -31,8 +31,6 @@ from tests.service_guard import require_service, temporary_postgres_database
 from worker.celery_app import make_celery
 from worker.queueing import enqueue_job
 
-pytestmark = pytest.mark.service
-
 # Recovery bound in these tests: R = lease + interval = 4.5 s. The lease is not shorter so that a worker
 # slowed down by a busy machine still renews it in time.
 SETTINGS = {"NARROWNET_LEASE_SECONDS": "4", "NARROWNET_RECONCILE_INTERVAL_SECONDS": "0.5",

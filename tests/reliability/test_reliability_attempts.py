@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from api.db.models import JobStatus
 from bench.cluster import pid_of_lease, wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
+
+pytestmark = pytest.mark.service
 
 
 def test_a_job_that_fails_every_time_ends_failed_after_max_attempts_and_stays_failed(make_cluster, db: Db,

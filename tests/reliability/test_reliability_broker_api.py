@@ -7,11 +7,14 @@ import threading
 import time
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from api.db.models import Job, JobStatus
 from bench.cluster import RedisServer
 from tests.reliability.conftest import Db, client, expected_steps, long_spec
+
+pytestmark = pytest.mark.service
 
 
 def test_sigkill_of_redis_mid_run_and_a_submit_while_it_is_down_lose_nothing(make_cluster, db: Db, api_key: str,

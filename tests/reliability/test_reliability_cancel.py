@@ -3,9 +3,13 @@ cancelled while queued, while running, or while its worker was dead."""
 
 from __future__ import annotations
 
+import pytest
+
 from api.db.models import JobStatus
 from bench.cluster import Cluster, wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
+
+pytestmark = pytest.mark.service
 
 
 def redeliver_and_reconcile(cluster: Cluster, worker: str, job_id: str) -> None:

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from api.db.models import JobStatus
 from bench.cluster import Cluster
 from narrownet.client import ApiError
 from tests.reliability.conftest import Db, client, final_weights, long_spec
+
+pytestmark = pytest.mark.service
 
 
 def checkpoints_on_disk(cluster: Cluster, job_id: str) -> list[Path]:

@@ -20,6 +20,8 @@ from bench.cluster import Cluster, PostgresCluster, RedisServer, wait_until
 from tests.reliability.conftest import SETTINGS, Db, client, expected_steps, long_spec
 from tests.service_guard import require_service
 
+pytestmark = pytest.mark.service
+
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresCluster]:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 from sqlalchemy import text
 
 from api.db.models import JobStatus
 from bench.cluster import pid_of_lease, wait_until
 from tests.reliability.conftest import Db, client, expected_steps, log_count, long_spec, send_duplicate
+
+pytestmark = pytest.mark.service
 
 
 def test_a_duplicate_delivery_while_the_job_runs_exits_without_writing(make_cluster, db: Db, api_key: str):

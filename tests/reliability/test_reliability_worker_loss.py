@@ -9,9 +9,13 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from api.db.models import JobStatus
 from bench.cluster import pid_of_lease
 from tests.reliability.conftest import Db, client, expected_steps, final_weights, long_spec
+
+pytestmark = pytest.mark.service
 
 
 def assert_resumed_exactly_once_per_step(db: Db, job_id: str, spec: dict, killed_attempt: int) -> None:
