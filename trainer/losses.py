@@ -23,14 +23,15 @@ def loss_value(F: Tensor, Y: Tensor, loss: LossName) -> Tensor:
     return -logp.gather(-1, Y.expand(F.shape[0], -1).unsqueeze(-1)).squeeze(-1).mean(dim=-1)
 
 
-def loss_and_grad(F: Tensor, Y: Tensor, loss: LossName) -> tuple[Tensor, Tensor]:
+def loss_and_grad(F: Tensor, Y: Tensor, loss: LossName, with_value: bool = True) -> tuple[Tensor | None, Tensor]:
+    """(per-config loss or None, dL/dF); a training step skips the value (metrics evaluate it separately)."""
     n = F.shape[-2]
     if loss == "square":
         R = F - Y
-        return 0.5 * R.square().sum(dim=-1).mean(dim=-1), R.div_(n)
+        return (0.5 * R.square().sum(dim=-1).mean(dim=-1) if with_value else None), R.div_(n)
     logp = torch.log_softmax(F, dim=-1)
     labels = Y.expand(F.shape[0], -1).unsqueeze(-1)
-    value = -logp.gather(-1, labels).squeeze(-1).mean(dim=-1)
+    value = -logp.gather(-1, labels).squeeze(-1).mean(dim=-1) if with_value else None
     grad = logp.exp_()
     grad.scatter_add_(-1, labels, torch.full_like(labels, -1, dtype=grad.dtype))
     return value, grad.div_(n)

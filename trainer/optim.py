@@ -17,11 +17,11 @@ def sgd_step_(param: Tensor, grad: Tensor, buf: Tensor | None, lr: Tensor, momen
     if weight_decay:
         grad = grad.add(param, alpha=weight_decay)
     if buf is None:
-        param.sub_(grad * lr)
+        param.addcmul_(grad, lr, value=-1)
         return
     buf.mul_(momentum).add_(grad)
     direction = grad.add(buf, alpha=momentum) if nesterov else buf
-    param.sub_(direction * lr)
+    param.addcmul_(direction, lr, value=-1)
 
 
 def adam_step_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, lr: Tensor, step: int,

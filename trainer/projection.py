@@ -11,14 +11,14 @@ def project_onto_ball_(W: Tensor, W0: Tensor, radius: Tensor) -> Tensor:
 
     radius: (C,), +inf where a config is unconstrained.  Returns the distances ||W - W0||_F before projecting.
     """
-    D = W.sub_(W0)
     # float64: a float32 sum of squares overflows to inf for entries ~1e19, which would make the scale 0 and
     # silently snap W back to W0 instead of onto the sphere.
-    dist = torch.linalg.vector_norm(D.flatten(1), dim=1, dtype=torch.float64)
+    dist = torch.linalg.vector_norm((W - W0).flatten(1), dim=1, dtype=torch.float64)
     # r / 0 = inf and inf / d = inf both clamp to 1: no division guard needed.
     scale = (radius.to(torch.float64) / dist).clamp_(max=1.0)
-    D.mul_(scale.to(W.dtype).view(-1, *([1] * (W.dim() - 1))))
-    W.add_(W0)
+    # lerp(W0, W, 1) is W exactly (torch evaluates weights >= 0.5 as W - (W - W0)(1 - s)), so points inside the
+    # ball are left bit for bit; W0 + (W - W0) would not be.
+    torch.lerp(W0, W, scale.to(W.dtype).view(-1, *([1] * (W.dim() - 1))), out=W)
     return dist
 
 

@@ -89,7 +89,7 @@ class ShallowLearner:
         shape = (C, 1, 1)
         self.lr_hidden = torch.tensor(grid.lr_hidden, dtype=torch.float32, device=device).view(shape)
         self.lr_outer = torch.tensor(grid.lr_outer, dtype=torch.float32, device=device).view(shape)
-        self.radius = torch.tensor(grid.radius, dtype=torch.float32, device=device)
+        self.radius = torch.tensor(grid.radius, dtype=torch.float64, device=device)
         self.project_w = any(math.isfinite(r) for r in grid.radius)
         c = spec.constraint
         self.project_v = self.pairwise and (c.zeta is not None or c.gamma is not None)
@@ -166,7 +166,7 @@ class ShallowLearner:
         W, v = self.W[configs], self.v[configs]
         ws = self._workspace
         Hs, Bs, Phi_t = features(X, W, self.activation, self.pairwise, ws)
-        _, grad_out = loss_and_grad(outputs(Phi_t, v, self.activation, self.pairwise), Y, self.loss)
+        _, grad_out = loss_and_grad(outputs(Phi_t, v, self.activation, self.pairwise), Y, self.loss, with_value=False)
         return backward(X, Hs, Bs, Phi_t, v, grad_out, self.activation, self.pairwise, ws)
 
     # -------------------------------------------------------------------------------------------- metrics

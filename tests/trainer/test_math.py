@@ -77,8 +77,8 @@ def test_ball_projection_keeps_each_config_within_its_radius_and_leaves_inside_p
     project_onto_ball_(W, W0, radius)
     dist = torch.linalg.vector_norm((W - W0).flatten(1), dim=1)
     assert torch.all(dist <= radius * (1 + 1e-12))
-    torch.testing.assert_close(W[0], before[0])  # already inside: untouched
-    torch.testing.assert_close(W[3], before[3])  # r = inf: untouched
+    assert torch.equal(W[0], before[0])  # already inside: untouched, bit for bit
+    assert torch.equal(W[3], before[3])  # r = inf: untouched
     torch.testing.assert_close(dist[1:3], radius[1:3])  # outside: lands on the sphere
     # the projection moves along the ray from W0 (direction kept)
     cos = torch.nn.functional.cosine_similarity((W[1] - W0[1]).flatten(), (before[1] - W0[1]).flatten(), dim=0)
