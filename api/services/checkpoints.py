@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -44,8 +46,11 @@ def _latest(session: Session, owner: ApiKey, job_id: str) -> Checkpoint:
 
 
 def _path(artifact_dir: Path, checkpoint: Checkpoint) -> Path:
-    path = (artifact_dir / checkpoint.relpath).resolve()
-    if not path.is_relative_to(artifact_dir):
+    try:
+        path = (artifact_dir / checkpoint.relpath).resolve()
+    except (OSError, ValueError, RuntimeError):  # NUL in the path, a symlink loop
+        path = None
+    if path is None or not path.is_relative_to(artifact_dir):
         raise Gone(f"checkpoint of job {checkpoint.job_id} is not under the artifact directory",
                    code="checkpoint_missing")
     return path
@@ -59,6 +64,20 @@ def _mismatch(checkpoint: Checkpoint, actual: str) -> Conflict:
     )
 
 
+def _open_regular(path: Path, checkpoint: Checkpoint, what: str) -> BinaryIO:
+    """Open a plain file for reading; anything else at the path (gone, a directory, a FIFO that would block the
+    read forever, unreadable) is a 410, never a crash or a hang."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise Gone(f"{what} of job {checkpoint.job_id} is missing or unreadable", code="checkpoint_missing") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Gone(f"{what} of job {checkpoint.job_id} is not a regular file", code="checkpoint_missing")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def etag(checkpoint_sha256: str) -> str:
     return f'"{checkpoint_sha256}"'
 
@@ -70,11 +89,7 @@ def latest_sha256(session: Session, owner: ApiKey, job_id: str) -> str:
 def open_latest(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> VerifiedCheckpoint:
     """Open the latest checkpoint and check its sha256; 410 when the file is gone, 409 on a mismatch."""
     checkpoint = _latest(session, owner, job_id)
-    path = _path(artifact_dir, checkpoint)
-    try:
-        file = path.open("rb")
-    except FileNotFoundError as exc:
-        raise Gone(f"checkpoint file of job {checkpoint.job_id} is missing", code="checkpoint_missing") from exc
+    file = _open_regular(_path(artifact_dir, checkpoint), checkpoint, "checkpoint file")
     try:
         digest = hashlib.sha256()
         size = 0
@@ -105,13 +120,9 @@ def _finite(value: Any) -> Any:
 def latest_meta(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> dict[str, Any]:
     """The metadata JSON written beside the latest checkpoint (spec, step, metrics, sha256, versions)."""
     checkpoint = _latest(session, owner, job_id)
-    path = _path(artifact_dir, checkpoint).with_suffix(".json")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_META_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise Gone(f"checkpoint metadata of job {checkpoint.job_id} is missing",
-                   code="checkpoint_missing") from exc
+    with _open_regular(_path(artifact_dir, checkpoint).with_suffix(".json"), checkpoint,
+                       "checkpoint metadata") as f:
+        raw = f.read(MAX_META_BYTES + 1)
     try:
         if len(raw) > MAX_META_BYTES:
             raise ValueError("too large")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -15,6 +16,8 @@ from api.errors import InvalidInput, NotFound
 from api.repositories import datasets as repo
 from api.uploads import StagedUpload
 from narrownet.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -52,6 +55,11 @@ def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settin
                            max_uncompressed_bytes=settings.max_upload_uncompressed_bytes)
     except DataError as exc:
         raise InvalidInput([(exc.field, exc.reason)]) from exc
+    except Exception as exc:
+        # The validator should turn every bad byte into a DataError; if one gets through, the file is still
+        # the user's problem to fix, and ours to log, but never a 500.
+        log.exception("inspect_npz raised %s on an upload", type(exc).__name__)
+        raise InvalidInput([("file", f"not a readable .npz ({type(exc).__name__})")]) from exc
 
     dataset_id = new_id()
     target = dataset_path(settings.resolved_artifact_dir, dataset_id)
