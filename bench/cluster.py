@@ -254,9 +254,19 @@ class Cluster:
             parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-chars:]}")
         return "\n".join(parts)
 
-    def stop(self) -> None:
-        for name in list(self.processes):
-            stop_gracefully(self.processes.pop(name), grace=10.0)
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every process at once (warm shutdown), then SIGKILL the groups of any that outlive the grace."""
+        processes = [self.processes.pop(name) for name in list(self.processes)]
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            kill_group(process)
 
 
 def pid_of_lease(lease_owner: str | None) -> int | None:

@@ -12,7 +12,7 @@ from api.db.models import JobStatus
 from bench.cluster import pid_of_lease, wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def test_a_job_that_fails_every_time_ends_failed_after_max_attempts_and_stays_failed(make_cluster, db: Db,

@@ -14,7 +14,7 @@ from api.db.models import Job, JobStatus
 from bench.cluster import RedisServer
 from tests.reliability.conftest import Db, client, expected_steps, long_spec
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def test_sigkill_of_redis_mid_run_and_a_submit_while_it_is_down_lose_nothing(make_cluster, db: Db, api_key: str,

@@ -9,7 +9,7 @@ from api.db.models import JobStatus
 from bench.cluster import Cluster, wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def redeliver_and_reconcile(cluster: Cluster, worker: str, job_id: str) -> None:

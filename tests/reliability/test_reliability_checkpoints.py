@@ -13,7 +13,7 @@ from bench.cluster import Cluster
 from narrownet.client import ApiError
 from tests.reliability.conftest import Db, client, final_weights, long_spec
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def checkpoints_on_disk(cluster: Cluster, job_id: str) -> list[Path]:

@@ -20,7 +20,7 @@ from bench.cluster import Cluster, PostgresCluster, RedisServer, wait_until
 from tests.reliability.conftest import SETTINGS, Db, client, expected_steps, long_spec
 from tests.service_guard import require_service
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from api.db.models import JobStatus
 from bench.cluster import pid_of_lease, wait_until
 from tests.reliability.conftest import Db, client, expected_steps, log_count, long_spec, send_duplicate
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def test_a_duplicate_delivery_while_the_job_runs_exits_without_writing(make_cluster, db: Db, api_key: str):

@@ -18,6 +18,8 @@ from bench.cluster import free_port, pid_of_lease, stop_gracefully, wait_until
 from narrownet.client import NarrownetClient
 from tests.reliability.conftest import SETTINGS, Db, expected_steps, long_spec
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def served(tmp_path: Path):

@@ -15,7 +15,7 @@ from api.db.models import JobStatus
 from bench.cluster import pid_of_lease
 from tests.reliability.conftest import Db, client, expected_steps, final_weights, long_spec
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def assert_resumed_exactly_once_per_step(db: Db, job_id: str, spec: dict, killed_attempt: int) -> None:
