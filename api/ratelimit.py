@@ -1,14 +1,34 @@
-"""Per-key request limit: a fixed window per key that opens with the key's first request.
+"""Per-key request limit: a fixed window per key.
 
-In-process, so each API process counts on its own (N replicas allow up to N times the limit); a shared
-limiter (Redis) is the step up when that matters.
+Two backends behind one `hit(key)`:
+- `RateLimiter`, in-process: each API process counts on its own (N replicas allow up to N times the limit).
+- `RedisRateLimiter`, shared: every replica counts in the same Redis, so the limit holds for the service as a
+  whole. While Redis cannot be reached it falls back to its in-process limiter (logged), so a Redis outage
+  neither stalls every request nor lifts the limit.
+`make_limiter(settings)` picks one: "auto" is Redis when the broker is Redis (the production setup), else memory.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+from narrownet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Limiter(Protocol):
+    limit: int
+
+    def hit(self, key: str) -> float | None:
+        """Count one request; return None when allowed, else the seconds until the window reopens."""
+
+    def close(self) -> None: ...
 
 
 class RateLimiter:
@@ -21,7 +41,6 @@ class RateLimiter:
         self._lock = threading.Lock()  # handlers run in a thread pool
 
     def hit(self, key: str) -> float | None:
-        """Count one request; return None when allowed, else the seconds until the window reopens."""
         now = self.clock()
         with self._lock:
             start, count = self._windows.get(key, (now, 0))
@@ -36,3 +55,63 @@ class RateLimiter:
 
     def _forget_expired(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.window}
+
+    def close(self) -> None:
+        pass
+
+
+class RedisRateLimiter:
+    """Windows aligned to the clock (`floor(now / window)`), one counter key per (API key, window)."""
+
+    PREFIX = "narrownet:ratelimit:"
+    TIMEOUT_SECONDS = 0.25  # a request must not wait long on a limiter
+    RETRY_REDIS_AFTER_SECONDS = 5.0
+
+    def __init__(self, url: str, limit: int, window_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        import redis
+
+        self.limit = limit
+        self.window = window_seconds
+        self.clock = clock
+        self.client = redis.Redis.from_url(url, socket_timeout=self.TIMEOUT_SECONDS,
+                                           socket_connect_timeout=self.TIMEOUT_SECONDS)
+        self.fallback = RateLimiter(limit, window_seconds)
+        self._redis_down_until = 0.0
+
+    def hit(self, key: str) -> float | None:
+        import redis
+
+        now = self.clock()
+        if now < self._redis_down_until:
+            return self.fallback.hit(key)
+        index = math.floor(now / self.window)
+        counter = f"{self.PREFIX}{key}:{index}"
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                count, _ = pipe.incr(counter).expire(counter, math.ceil(self.window) + 1).execute()
+        except redis.RedisError as exc:
+            log.warning("rate limiter: Redis unreachable (%s); limiting in-process for %.0fs", exc,
+                        self.RETRY_REDIS_AFTER_SECONDS)
+            self._redis_down_until = now + self.RETRY_REDIS_AFTER_SECONDS
+            return self.fallback.hit(key)
+        if count > self.limit:
+            return max((index + 1) * self.window - now, 0.0)
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_limiter(settings: Settings) -> Limiter:
+    backend = settings.rate_limit_backend
+    broker = settings.resolved_broker_url
+    if backend == "auto":
+        backend = "redis" if broker.startswith(("redis://", "rediss://")) else "memory"
+    if backend == "redis":
+        url = settings.rate_limit_redis_url or broker
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"rate_limit_backend=redis needs a Redis URL (rate_limit_redis_url or broker_url), "
+                             f"got {url!r}")
+        return RedisRateLimiter(url, settings.rate_limit_per_minute)
+    return RateLimiter(settings.rate_limit_per_minute)

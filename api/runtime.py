@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db.session import make_engine
 from api.observability import ApiMetrics
-from api.ratelimit import RateLimiter
+from api.ratelimit import Limiter, make_limiter
 from narrownet.settings import Settings
 from worker.celery_app import make_celery
 from worker.queueing import enqueue_job
@@ -29,7 +29,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     celery: Celery
-    limiter: RateLimiter
+    limiter: Limiter
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     @classmethod
@@ -40,7 +40,7 @@ class Runtime:
             engine=engine,
             sessions=sessionmaker(bind=engine, expire_on_commit=False),
             celery=make_celery(settings.resolved_broker_url),
-            limiter=RateLimiter(settings.rate_limit_per_minute),
+            limiter=make_limiter(settings),
         )
 
     def enqueue(self, job_id: str, queue: str) -> None:
@@ -59,3 +59,4 @@ class Runtime:
     def close(self) -> None:
         self.engine.dispose()
         self.celery.close()
+        self.limiter.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="cap on JSON request bodies")
     max_queued_jobs_per_user: int = Field(default=100, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per key per minute")
+    rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
+        default="auto", description="where requests are counted: auto = Redis when the broker is Redis (shared "
+                                    "by all API replicas), else in the API process")
+    rate_limit_redis_url: str | None = Field(default=None, description="Redis for the limiter; default: broker_url")
 
     metrics_flush_every: int = Field(default=20, ge=1, description="metric points per database batch")
     lease_seconds: float = Field(default=30.0, gt=0, description="a job's lease; renewed by heartbeats")
