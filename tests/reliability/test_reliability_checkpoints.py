@@ -4,6 +4,7 @@ checkpoint is corrupted fails at once with the reason."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,13 @@ def checkpoints_on_disk(cluster: Cluster, job_id: str) -> list[Path]:
     return sorted((cluster.home / "artifacts" / "jobs" / job_id).glob("ckpt-*.safetensors"))
 
 
-def flip_last_byte(path: Path) -> None:
-    """Corrupt a tensor value in place, keeping the file's size and a well-formed safetensors header."""
+def flip_a_weight(path: Path) -> None:
+    """Flip the lowest bit of the first hidden weight W[0, 0], in place: the file keeps its size and a
+    well-formed header, and training from it would end with different weights."""
     data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
+    header_len = int.from_bytes(data[:8], "little")
+    start, _ = json.loads(data[8:8 + header_len])["W"]["data_offsets"]
+    data[8 + header_len + start] ^= 0x01  # little-endian float32: the mantissa's lowest byte
     path.write_bytes(bytes(data))
 
 
@@ -41,7 +45,7 @@ def test_corrupted_checkpoints_are_skipped_on_resume_or_fail_the_job_clearly(mak
     cluster.kill("worker1")  # nothing writes to the job directories any more
 
     newest, previous = checkpoints_on_disk(cluster, newest_bad)[::-1][:2]
-    flip_last_byte(newest)
+    flip_a_weight(newest)
     with client(cluster, api_key) as c:
         try:
             c.fetch_checkpoint(newest_bad, tmp_path / "corrupted.safetensors")
@@ -49,7 +53,7 @@ def test_corrupted_checkpoints_are_skipped_on_resume_or_fail_the_job_clearly(mak
         except ApiError as exc:
             assert (exc.status_code, exc.code) == (409, "checkpoint_mismatch")
     for path in checkpoints_on_disk(cluster, all_bad):
-        flip_last_byte(path)
+        flip_a_weight(path)
     cluster.start_worker("worker2", concurrency=2)
     with client(cluster, api_key) as c:
         reference = c.submit(spec)["id"]  # the same spec, never interrupted
