@@ -120,7 +120,8 @@ def load_checkpoint(weights: Path) -> Checkpoint:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {meta_path.name}: metadata is not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "sha256" not in meta:
+    if (not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("sha256"), str)
+            or type(meta.get("step")) is not int):
         raise CheckpointError(f"checkpoint {meta_path.name}: not a {FORMAT} metadata file")
     actual = sha256_file(weights)
     if actual != meta["sha256"]:

@@ -231,12 +231,17 @@ class TestHostileCheckpointsOnResume:
             latest_checkpoint(path.parent)
 
     @pytest.mark.parametrize("meta", [b"{broken", b"[]", b'{"format": "something else"}', b"\xff\xfe",
-                                      json.dumps({"format": "narrownet.checkpoint.v1", "sha256": "0" * 64}).encode()])
+                                      json.dumps({"format": "narrownet.checkpoint.v1", "sha256": "0" * 64}).encode(),
+                                      b"no step"])
     def test_bad_metadata_raises_checkpoint_error(self, tmp_path: Path, meta: bytes) -> None:
         from trainer.checkpoint import CheckpointError, load_checkpoint
 
+        weights = safetensors_bytes({})
+        if meta == b"no step":  # right sha256, but nothing to resume at
+            meta = json.dumps({"format": "narrownet.checkpoint.v1", "sha256": hashlib.sha256(weights).hexdigest()}
+                              ).encode()
         with pytest.raises(CheckpointError):
-            load_checkpoint(run_dir_with(tmp_path, safetensors_bytes({}), meta))
+            load_checkpoint(run_dir_with(tmp_path, weights, meta))
 
     def test_truncated_real_checkpoint_fails_its_sha256(self, tmp_path: Path) -> None:
         import torch
