@@ -201,10 +201,17 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+# A body of a megabyte can hold ~100k unknown keys; an error per key would answer with megabytes.
+MAX_REPORTED_FIELDS = 50
+
+
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    fields = validation_fields(exc.errors(), exc.body)
+    errors = exc.errors()
+    fields = validation_fields(errors[:MAX_REPORTED_FIELDS], exc.body)
     message = "; ".join(f"{field}: {reason}" for field, reason in fields)
+    if len(errors) > MAX_REPORTED_FIELDS:
+        message += f"; and {len(errors) - MAX_REPORTED_FIELDS} more errors"
     return error_response(422, "validation_error", message, fields)
 
 

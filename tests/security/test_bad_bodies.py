@@ -171,6 +171,15 @@ class TestUnknownFields:
         assert list(fields(response)) == [path]
 
 
+    async def test_a_flood_of_unknown_fields_gets_a_short_answer(self, api: Api) -> None:
+        body = json.dumps({**SPEC, **{f"k{i}": 1 for i in range(60_000)}})
+        assert len(body) < api.settings.max_request_bytes
+        response = await post_raw(api, body, api.new_user())
+        assert response.status_code == 422
+        assert len(response.content) < 16 * 1024, len(response.content)  # no megabytes of errors back
+        assert list(fields(response))[:2] == ["k0", "k1"] and "more errors" in response.json()["error"]["message"]
+
+
 # ------------------------------------------------------------------------------------------- helpers
 def httpx_get(url: str) -> int:
     import httpx

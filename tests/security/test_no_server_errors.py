@@ -32,7 +32,7 @@ def _config(headers: dict[str, str]) -> schemathesis.Config:
     return schemathesis.Config.from_dict({
         "seed": 20240607,  # reproducible in CI; change it locally to explore further
         "headers": headers,
-        "generation": {"max-examples": 60, "mode": "all"},
+        "generation": {"max-examples": 100, "mode": "all"},
         "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
                    "stateful": {"enabled": False}},
         "checks": {"enabled": False, "not_a_server_error": {"enabled": True}},
