@@ -109,6 +109,14 @@ class Db:
             return job.status is JobStatus.RUNNING and len(own) >= count
         return self.wait_for(job_id, f"to record {count} checkpoint(s)", ready)
 
+    def wait_metrics_past_checkpoint(self, job_id: str) -> Job:
+        """Wait until the running attempt has stored metric points after its latest checkpoint: the points a
+        resumed attempt records a second time."""
+        def ready(job: Job) -> bool:
+            own = [s for s, a in self.checkpoint_rows(job_id) if a == job.attempt]
+            return job.status is JobStatus.RUNNING and bool(own) and self.metric_rows(job_id)[-1][0] > max(own)
+        return self.wait_for(job_id, "to store metrics past its latest checkpoint", ready)
+
 
 @pytest.fixture(scope="session")
 def reliability_database() -> Iterator[str]:

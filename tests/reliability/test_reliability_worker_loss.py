@@ -36,7 +36,8 @@ def test_sigkill_of_the_pool_process_mid_run_resumes_to_the_same_weights(make_cl
     spec = long_spec("killed")
     with client(cluster, api_key) as c:
         job_id = c.submit(spec)["id"]
-    running = db.wait_checkpoint(job_id, count=2)
+    db.wait_checkpoint(job_id, count=2)
+    running = db.wait_metrics_past_checkpoint(job_id)
 
     os.kill(pid_of_lease(running.lease_owner), signal.SIGKILL)  # the pool process; celery forks another
     killed_at = time.monotonic()
@@ -61,7 +62,7 @@ def test_sigkill_of_the_whole_worker_mid_run_is_recovered_by_another(make_cluste
     spec = long_spec("orphaned")
     with client(cluster, api_key) as c:
         job_id = c.submit(spec)["id"]
-    running = db.wait_checkpoint(job_id)
+    running = db.wait_metrics_past_checkpoint(job_id)
 
     cluster.kill("worker1")  # main process and pool together: its unacked message stays in Redis for an hour
     killed_at = time.monotonic()
