@@ -144,6 +144,13 @@ class JobStore:
             raise LookupError(f"data.id: dataset {dataset_id} not found")
         return self.artifact_dir / "datasets" / f"{dataset_id}.npz"
 
+    def recorded_checkpoint_steps(self) -> set[int]:
+        def read() -> set[int]:
+            with self.sessions() as session:
+                return set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == self.job.id)))
+
+        return self._retrying("read its checkpoints", read)
+
     def heartbeat(self) -> bool:
         """Renew the lease; return whether a cancel was requested."""
         def write() -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db.models import JobStatus
 from api.db.session import get_sessionmaker
 from narrownet.settings import Settings, get_settings
-from trainer.checkpoint import CheckpointError
+from trainer.checkpoint import CheckpointError, checkpoint_paths
 from trainer.data.errors import DataError
 from trainer.loop import TrainingDiverged, TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
@@ -78,8 +78,9 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         progress = JobProgress(store, flush_every=settings.metrics_flush_every,
                                total_steps=spec.optim.iterations)
         # The trainer resumes from the checkpoint in this directory when a previous attempt left one.
-        result = train(spec, job_dir(store.artifact_dir, job.id), callbacks=progress,
-                       data_dir=settings.data_dir, dataset_path=dataset_path)
+        run_dir = job_dir(store.artifact_dir, job.id)
+        drop_unrecorded_checkpoints(run_dir, store.recorded_checkpoint_steps())
+        result = train(spec, run_dir, callbacks=progress, data_dir=settings.data_dir, dataset_path=dataset_path)
         progress.flush()
     except (LeaseLost, DatabaseUnavailable):
         raise
@@ -96,6 +97,21 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
     return JobStatus.CANCELLED
+
+
+def drop_unrecorded_checkpoints(run_dir: Path, recorded_steps: set[int]) -> None:
+    """Delete checkpoint files the database never recorded, so that the trainer cannot resume from them.
+
+    A checkpoint row is written only after every metric point up to its step is stored (JobProgress). A file
+    without a row was written by an attempt that died (or was fenced out) before that, and resuming from it
+    would leave those points missing for good. Resuming from the last recorded one redoes a few steps instead.
+    """
+    for meta in run_dir.glob("ckpt-*.json") if run_dir.is_dir() else []:
+        step = int(meta.stem.removeprefix("ckpt-"))
+        if step not in recorded_steps:
+            log.warning("%s: checkpoint at step %d was never recorded; not resuming from it", run_dir.name, step)
+            for path in checkpoint_paths(run_dir, step):
+                path.unlink(missing_ok=True)
 
 
 def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:

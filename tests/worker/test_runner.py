@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from tests.worker.conftest import WorkerDb, tiny_spec
+from trainer.checkpoint import sha256_file
 from trainer.loop import Callbacks, train
 from trainer.spec import JobSpec
 from worker.job_store import JobStore, LeaseLost, claim_job
@@ -197,13 +198,18 @@ def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_
     spec = tiny_spec()
     job_id = worker_db.add_job(spec)
     # Attempt 1, for real: the trainer writes its checkpoint at step 100 into the job's directory; its
-    # metrics reached the database; then its worker vanished, leaving a lease that runs out.
+    # metrics and then the checkpoint's row reached the database; then its worker vanished, leaving a lease
+    # that runs out.
     first = _StopAt(100)
-    assert train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first).step == 100
+    result = train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first)
+    assert result.step == 100
     set_job(worker_db, job_id, status=JobStatus.RUNNING, attempt=1, lease_owner="dead", step=100,
             lease_expires_at=utcnow() - timedelta(seconds=1))
     with worker_db.sessions.begin() as s:
         s.add_all(MetricPoint(job_id=job_id, step=st, values=v, attempt=1) for st, v in first.points)
+        relpath = result.checkpoint.relative_to(worker_db.settings.resolved_artifact_dir).as_posix()
+        s.add(Checkpoint(job_id=job_id, step=100, attempt=1, sha256=sha256_file(result.checkpoint),
+                         size_bytes=result.checkpoint.stat().st_size, relpath=relpath))
 
     assert run(worker_db, job_id, worker_id="w2") is JobStatus.SUCCEEDED
 
