@@ -62,7 +62,7 @@ def test_serve_runs_a_job_stops_cleanly_on_sigterm_and_reuses_its_key(tmp_path: 
             assert client.wait(job["id"], timeout=120, poll_interval=0.2)["status"] == "succeeded"
         assert (home / "artifacts" / "jobs" / job["id"]).is_dir()
         children = children_of(process.pid)
-        assert len(children) == 2  # the API server and the worker
+        assert len(children) == 3  # the API server, the worker and the reconciler
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
