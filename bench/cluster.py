@@ -83,10 +83,15 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("redis-server")
+        if found is None:
             raise RuntimeError("redis-server is not installed")
+        return found
+
+    def start(self) -> None:
+        binary = self.binary()
         self.process = start_process(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--daemonize", "no"], dict(os.environ), self.log)
@@ -111,8 +116,10 @@ class RedisServer:
             s.recv(16)
 
 
-def _postgres_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None)
+def postgres_binary(name: str) -> str:
+    """Where PostgreSQL's server program `name` (initdb, pg_ctl) is; RuntimeError if it is not installed."""
+    installed = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))  # Debian keeps them off PATH
+    found = shutil.which(name) or (installed[-1] if installed else None)
     if found is None:
         raise RuntimeError(f"PostgreSQL's {name} is not installed")
     return found
@@ -140,17 +147,17 @@ class PostgresCluster:
     def init(self) -> None:
         if self._as:
             shutil.chown(self.dir, "postgres")
-        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+        self._run(postgres_binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--no-sync", "-E", "UTF8")
 
     def start(self) -> None:
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c full_page_writes=off")
-        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
+        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
                   "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        self._run(postgres_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def create_database(self, name: str) -> str:
         import psycopg

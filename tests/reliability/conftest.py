@@ -8,7 +8,6 @@ with empty job tables (the reconciler looks at every job, so one test's leftover
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -127,7 +126,7 @@ def reliability_database() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    require_service("redis-server (binary)", lambda: shutil.which("redis-server") or 1 / 0)
+    require_service("redis-server (the program, to run one of our own)", RedisServer.binary)
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server

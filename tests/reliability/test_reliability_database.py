@@ -6,7 +6,6 @@ The database here is a throwaway cluster of our own (initdb + pg_ctl on a free p
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import httpx
@@ -16,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from api.db.migrate import upgrade
 from api.db.models import JobStatus
 from api.db.session import make_engine
-from bench.cluster import Cluster, PostgresCluster, RedisServer, wait_until
+from bench.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary, wait_until
 from tests.reliability.conftest import SETTINGS, Db, client, expected_steps, long_spec
 from tests.service_guard import require_service
 
@@ -25,8 +24,8 @@ pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresCluster]:
-    require_service("PostgreSQL server binaries (initdb, pg_ctl)",
-                    lambda: shutil.which("pg_ctl") or shutil.which("initdb") or 1 / 0)
+    require_service("PostgreSQL's server programs (initdb, pg_ctl)",
+                    lambda: (postgres_binary("initdb"), postgres_binary("pg_ctl")))
     cluster = PostgresCluster()
     try:
         cluster.init()
