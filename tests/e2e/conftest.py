@@ -8,8 +8,6 @@ Every process is started in its own process group and killed by pid in teardown,
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.cluster import free_port, stop_gracefully
 from narrownet.client import NarrownetClient
 from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, temporary_postgres_database
 
 VENV_BIN = Path(sys.executable).parent
 STARTUP_SECONDS = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**narrownet: str) -> dict[str, str]:
@@ -40,21 +33,6 @@ def clean_env(**narrownet: str) -> dict[str, str]:
     env.update(narrownet)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the process (it stops its own children), then SIGKILL its group if anything outlives the grace."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # also reaps pool children left behind by the parent
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 @dataclass
@@ -108,7 +86,7 @@ class Stack:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            stop_process_group(process)
+            stop_gracefully(process)
 
 
 def _backend_env(name: str, home: Path, resources: ExitStack) -> dict[str, str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.cluster import free_port, stop_gracefully
 from narrownet.client import NarrownetClient
-from tests.e2e.conftest import STARTUP_SECONDS, VENV_BIN, clean_env, free_port, stop_process_group
+from tests.e2e.conftest import STARTUP_SECONDS, VENV_BIN, clean_env
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ def start_serve(home: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
             if after:
                 return process, after[0]
         time.sleep(0.2)
-    stop_process_group(process)
+    stop_gracefully(process)
     raise AssertionError(f"serve printed no key within {STARTUP_SECONDS}s:\n{out.read_text()}")
 
 
@@ -68,8 +69,8 @@ def test_serve_runs_a_job_stops_cleanly_on_sigterm_and_reuses_its_key(tmp_path: 
         assert process.wait(timeout=60) == 0
         assert not any(alive(pid) for pid in children)
     finally:
-        stop_process_group(process)
+        stop_gracefully(process)
 
     again, same_key = start_serve(home, port)
-    stop_process_group(again)
+    stop_gracefully(again)
     assert same_key == key

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, clean_env, free_port
+from bench.cluster import free_port
+from tests.e2e.conftest import Stack, clean_env
 from tests.security.conftest import SPEC, Api, ApiFactory
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker
 
 from api.db.models import Job, JobStatus
 from api.db.session import make_engine
-from tests.e2e.conftest import free_port
+from bench.cluster import free_port
 from tests.worker.conftest import WorkerDb, tiny_spec
 from worker.db_retry import DatabaseUnavailable, with_retries
 from worker.runner import run_job
