@@ -137,7 +137,7 @@ EXAMPLE_SPEC = {
 
 
 def banner(url: str, key: str | None) -> str:
-    lines = [f"narrownet is up at {url}  (OpenAPI: {url}/docs; Ctrl-C stops it)"]
+    lines = [f"narrownet is up at {url}  (OpenAPI, with the key: {url}/openapi.json; Ctrl-C stops it)"]
     if key is not None:
         auth = f'-H "Authorization: Bearer {key}"'
         lines += [
