@@ -8,7 +8,6 @@ API keys (every query is scoped to its owner), and each test gets its own artifa
 from __future__ import annotations
 
 import hashlib
-import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from kombu import Connection
 from sqlalchemy.orm import Session
 
 from api.app import create_app
@@ -27,6 +25,7 @@ from api.db.models import Job
 from api.runtime import Runtime
 from api.services.keys import create_key
 from narrownet.settings import Settings
+from tests.broker import drain_queue
 from tests.service_guard import temporary_postgres_database
 
 SPEC: dict[str, Any] = {
@@ -124,20 +123,7 @@ class Api:
 
     def drain_queue(self, name: str) -> list[Any]:
         """Consume every message waiting in broker queue `name` (kombu, as a worker would)."""
-        messages = []
-        with Connection(self.settings.resolved_broker_url) as conn:
-            simple = conn.SimpleQueue(name)
-            try:
-                while True:
-                    try:
-                        message = simple.get(block=False)
-                    except queue.Empty:
-                        break
-                    message.ack()
-                    messages.append(message)
-            finally:
-                simple.close()
-        return messages
+        return drain_queue(self.settings.resolved_broker_url, name)
 
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]

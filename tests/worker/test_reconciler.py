@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import queue
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from kombu import Connection
 from sqlalchemy import delete, update
 
 from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from tests.broker import drain_queue
 from tests.worker.conftest import WorkerDb, tiny_spec
 from worker.celery_app import make_celery
 from worker.queueing import enqueue_job
@@ -29,20 +28,7 @@ class Broker:
 
     def drain(self, name: str = "cpu") -> list[str]:
         """The job ids waiting in queue `name`, consumed as a worker would."""
-        ids = []
-        with Connection(self.url) as conn:
-            simple = conn.SimpleQueue(name)
-            try:
-                while True:
-                    try:
-                        message = simple.get(block=False)
-                    except queue.Empty:
-                        return ids
-                    message.ack()
-                    args, _kwargs, _embed = message.payload
-                    ids.append(args[0])
-            finally:
-                simple.close()
+        return [message.payload[0][0] for message in drain_queue(self.url, name)]
 
 
 @pytest.fixture
