@@ -23,5 +23,8 @@ serve: setup
 test: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
+# ruff; mypy (--strict for core, api, worker, narrownet; see pyproject); import-linter's layer contracts.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy core api worker narrownet trainer
+	$(BIN)/lint-imports

@@ -13,13 +13,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from api.db import migrate
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
 from api.observability import MetricsMiddleware
 from api.routes import datasets, docs, health, jobs
 from api.runtime import Runtime
-from narrownet.settings import Settings, get_settings
+from core.db import migrate
+from core.settings import Settings, get_settings
 
 
 def _embedded_upgrade(runtime: Runtime) -> None:

@@ -1,4 +1,4 @@
-"""Request dependencies as Annotated aliases: the session (one commit point), the caller's key, settings."""
+"""Request dependencies as Annotated aliases: the runtime, the session (one commit point), the caller's key."""
 
 from __future__ import annotations
 
@@ -10,32 +10,25 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.db.hooks import run_after_commit, run_after_rollback
-from api.db.models import ApiKey
 from api.errors import TooManyRequests, Unauthorized
 from api.runtime import Runtime
 from api.services import keys
-from narrownet.settings import Settings
+from core.db.hooks import run_after_commit, run_after_rollback
+from core.db.models import ApiKey
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
-    return runtime.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
     """The request's session and its one commit: after the handler, before the response is sent.
 
-    Work registered with api.db.hooks (enqueueing a job) runs only once the commit has succeeded.
+    Work registered with core.db.hooks (enqueueing a job) runs only once the commit has succeeded.
     """
     session = runtime.sessions()
     try:

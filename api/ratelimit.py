@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from narrownet.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ class RedisRateLimiter:
         counter = f"{self.PREFIX}{key}:{index}"
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                count, _ = pipe.incr(counter).expire(counter, math.ceil(self.window) + 1).execute()
+                pipe.incr(counter)
+                pipe.expire(counter, math.ceil(self.window) + 1)
+                count, _ = pipe.execute()
         except redis.RedisError as exc:
             log.warning("rate limiter: Redis unreachable (%s); limiting in-process for %.0fs", exc,
                         self.RETRY_REDIS_AFTER_SECONDS)

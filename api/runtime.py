@@ -13,12 +13,11 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.session import make_engine
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
-from narrownet.settings import Settings
-from worker.celery_app import make_celery
-from worker.queueing import enqueue_job
+from core.db.session import make_engine
+from core.queue import enqueue_job, make_celery
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class Runtime:
         """
         self.metrics.jobs_submitted.labels(queue).inc()
         try:
-            enqueue_job(job_id, queue, app=self.celery)
+            enqueue_job(self.celery, job_id, queue)
         except Exception:
             self.metrics.enqueue_failures.labels(queue).inc()
             log.exception("job %s committed but not sent to queue %s", job_id, queue)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from api.db.models import Dataset, Job, JobStatus
+from core.db.models import Dataset, Job, JobStatus
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from python_multipart import MultipartParser
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
@@ -53,7 +57,7 @@ class _Parts:
         self.pending: list[bytes] = []
         self.text: dict[str, bytearray] = {}
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
             "on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
@@ -128,7 +132,7 @@ async def staged_upload(request: Request, *, staging_dir: Path, max_file_bytes: 
                     digest.update(chunk)
                     out.write(chunk)
 
-            parser = MultipartParser(params[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
+            parser = MultipartParser(params[b"boundary"], parts.callbacks())
             try:
                 async for chunk in request.stream():
                     parser.write(chunk)

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import redis
+
+from narrownet.processes import free_port, start_process, stop_all, wait_http
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -61,46 +61,11 @@ class LoadResult:
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def empty_redis_db() -> int:
     for db in range(15, 0, -1):
         if redis.Redis(REDIS_HOST, REDIS_PORT, db=db).dbsize() == 0:
             return db
     raise SystemExit("no empty Redis database number")
-
-
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the API exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the API did not become ready")
 
 
 async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
@@ -168,7 +133,7 @@ def queue_delays(url: str, key: str, jobs: int) -> tuple[list[float], list[float
 
 
 def create_keys(env: dict[str, str], n: int) -> list[str]:
-    code = ("from api.db.session import unit_of_work\nfrom api.services.keys import create_key\n"
+    code = ("from core.db.session import unit_of_work\nfrom api.services.keys import create_key\n"
             f"with unit_of_work() as s:\n    print('\\n'.join(create_key(s, f'bench-{{i}}')[1] for i in range({n})))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.split()
@@ -216,22 +181,22 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "narrownet", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
         keys = create_keys(env, args.clients)
-        api = start([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+        api = start_process([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
                      "--port", str(port), "--log-level", "warning", "--no-access-log"], env, home / "api.log")
         processes.append(api)
-        wait_ready(url, api)
+        if not wait_http(f"{url}/readyz", api):
+            raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
         health, submit = asyncio.run(run_load(url, keys, args.duration))
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
-        worker = start([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+        worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
                         "--queues", "cpu", "--concurrency", "1", "--loglevel", "WARNING"], env,
                        home / "worker.log")
         processes.append(worker)
         queue_delays(url, keys[0], 1)  # the first job also waits for the worker to boot: not measured
         observed, server = queue_delays(url, keys[0], args.delay_jobs)
     finally:
-        for process in processes:
-            stop(process)
+        stop_all(processes)
         with psycopg.connect(PG_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db).flushdb()

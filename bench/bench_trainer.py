@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference import reference_train  # noqa: E402
 from trainer.data import load_data  # noqa: E402
-from trainer.shallow_learner import ConfigGrid, ShallowLearner  # noqa: E402
+from trainer.shallow.learner import ConfigGrid, ShallowLearner  # noqa: E402
 from trainer.spec import JobSpec  # noqa: E402
 from trainer.sweep import SweepSpec  # noqa: E402
 

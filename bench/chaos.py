@@ -1,7 +1,7 @@
 """Chaos benchmark: submit jobs while SIGKILLing pool processes, whole workers, the API and redis-server at
 random; then check that every accepted job finished and no metric point was written twice.
 
-Everything runs on loopback and is started here (bench/cluster.py): a throwaway PostgreSQL cluster (or
+Everything runs on loopback and is started here (narrownet/cluster.py): a throwaway PostgreSQL cluster (or
 --database-url), a redis-server of our own without persistence, uvicorn, --workers Celery workers and the
 reconciler. Run from the repository root:
 
@@ -34,10 +34,11 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.models import Job, JobStatus, MetricPoint
-from api.db.session import make_engine
 from bench.chaos_report import KINDS, TERMINAL, ChaosConfig, ChaosReport, Kill
-from bench.cluster import Cluster, PostgresCluster, RedisServer, kill_group, pid_of_lease, wait_until
+from core.db.models import Job, JobStatus, MetricPoint
+from core.db.session import make_engine
+from narrownet.cluster import Cluster, PostgresCluster, RedisServer, pid_of_lease
+from narrownet.processes import kill_group, wait_until
 
 
 def job_spec(rng: random.Random, n: int) -> dict[str, Any]:
@@ -284,7 +285,7 @@ def main() -> int:
 
     import tempfile
 
-    from api.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     home = Path(tempfile.mkdtemp(prefix="narrownet-chaos-"))
     postgres = None

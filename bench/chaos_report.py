@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from api.db.models import JobStatus
+from core.db.models import JobStatus
 
 KINDS = ("worker-child", "worker", "api", "redis")
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}

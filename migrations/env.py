@@ -1,6 +1,6 @@
-"""Alembic environment: the URL comes from narrownet.settings unless the caller put one on the config.
+"""Alembic environment: the URL comes from core.settings unless the caller put one on the config.
 
-`api.db.migrate` (and tests) set `config.attributes["database_url"]`; the `alembic` command line falls back
+`core.db.migrate` (and tests) set `config.attributes["database_url"]`; the `alembic` command line falls back
 to the one Settings object, so both run the same migrations against the same database.
 """
 
@@ -11,9 +11,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, event, pool
 
-from api.db.models import Base
-from api.db.session import sqlalchemy_url
-from narrownet.settings import get_settings
+from core.db.models import Base
+from core.db.session import sqlalchemy_url
+from core.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core.settings import get_settings
 from narrownet.client import ApiError, ChecksumMismatch, NarrownetClient
-from narrownet.settings import get_settings
+from trainer.cli import app as trainer_app
 
 app = typer.Typer(name="narrownet", no_args_is_help=True, add_completion=False,
                   help="Train narrow neural networks: locally, or as jobs on a narrownet service.")
@@ -35,18 +36,17 @@ KeyOpt = Annotated[str | None, typer.Option("--key", help="API key [env NARROWNE
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the raw JSON answer")]
 
 
-def _mount_trainer_commands() -> None:
-    # `train` and `predict` come from the trainer's own typer app; the CLI still works before it exists.
-    try:
-        from trainer.cli import app as trainer_app
-    except ModuleNotFoundError as exc:
-        if exc.name != "trainer.cli":
-            raise
-        return
-    app.add_typer(trainer_app)
+# `train`, `predict` and `sweep` are the trainer's own commands.
+app.add_typer(trainer_app)
 
 
-_mount_trainer_commands()
+@app.callback()
+def _service_defaults(ctx: typer.Context) -> None:
+    """Train narrow neural networks: locally, or as jobs on a narrownet service."""
+    # The trainer's CLI reads no service settings; the data directory is handed to it here.
+    data_dir = get_settings().data_dir
+    if data_dir is not None:
+        ctx.default_map = {**(ctx.default_map or {}), "train": {"data_dir": str(data_dir)}}
 
 
 # ------------------------------------------------------------------------------------------- client side
@@ -228,7 +228,7 @@ def datasets_show(dataset_id: str, url: UrlOpt = None, key: KeyOpt = None) -> No
 # ------------------------------------------------------------------------------------------ server side
 def _upgrade_embedded() -> None:
     """Embedded mode makes its own schema (production runs `narrownet db upgrade` once, from the API)."""
-    from api.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     settings = get_settings()
     if settings.run_migrations_on_start:
@@ -243,7 +243,7 @@ def _sqlite_parent(url: str) -> Path:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to the latest migration."""
-    from api.db.migrate import upgrade
+    from core.db.migrate import upgrade
 
     url = get_settings().resolved_database_url
     _sqlite_parent(url).mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,8 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="parallel jobs")] = None,
 ) -> None:
     """Run a Celery worker that trains jobs from the given queues."""
-    from worker.celery_app import QUEUES, celery_app
+    from core.queue import QUEUES
+    from worker.celery_app import celery_app
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(names) - set(QUEUES))
@@ -311,23 +312,27 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
     import signal
     import threading
 
-    from api.db.session import get_sessionmaker
-    from worker.celery_app import celery_app
-    from worker.queueing import enqueue_job
+    from core.db.session import get_sessionmaker
+    from core.queue import enqueue_job, make_celery
     from worker.reconciler import reconcile_once, run_reconciler
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = {"lease_seconds": settings.lease_seconds, "max_attempts": settings.max_attempts,
-               "enqueue": lambda job_id, queue: enqueue_job(job_id, queue, app=celery_app)}
+    producer = make_celery(settings.resolved_broker_url)
+
+    def enqueue(job_id: str, queue: str) -> None:
+        enqueue_job(producer, job_id, queue)
+
     if once:
-        print(json.dumps(vars(reconcile_once(get_sessionmaker(), **options))))
+        report = reconcile_once(get_sessionmaker(), lease_seconds=settings.lease_seconds,
+                                max_attempts=settings.max_attempts, enqueue=enqueue)
+        print(json.dumps(vars(report)))
         return
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    run_reconciler(get_sessionmaker(), interval_seconds=settings.reconcile_interval_seconds, stop=stop,
-                   **options)
+    run_reconciler(get_sessionmaker(), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+                   interval_seconds=settings.reconcile_interval_seconds, enqueue=enqueue, stop=stop)
 
 
 if __name__ == "__main__":  # pragma: no cover

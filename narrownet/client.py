@@ -68,8 +68,12 @@ class NarrownetClient:
             raise ApiError.from_response(response)
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._request(method, path, **kwargs)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ApiError(response.status_code, "unexpected_answer", f"expected a JSON object, got {body!r:.200}")
+        return body
 
     # ------------------------------------------------------------------------------------------- health
     def healthz(self) -> dict[str, Any]:

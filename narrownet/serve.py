@@ -13,10 +13,9 @@ import subprocess
 import sys
 import time
 
-import httpx
-
-from api.db.session import unit_of_work
-from narrownet.settings import Settings
+from core.db.session import unit_of_work
+from core.settings import Settings
+from narrownet.processes import stop_all, wait_http
 
 KEY_FILE = "api_key"
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -68,32 +67,6 @@ def reconciler_command() -> list[str]:
     return [sys.executable, "-m", "narrownet", "reconcile"]
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def stop(processes: list[subprocess.Popen[bytes]], grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-    """SIGTERM (warm shutdown for celery, graceful for uvicorn); SIGKILL whatever outlives the grace."""
-    for p in processes:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in processes:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -> int:
     """Start the API and a worker (both queues); print the banner once the API answers."""
     env = child_env(settings)
@@ -112,12 +85,12 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
     children = [api, worker, reconciler]
     try:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        if wait_healthy(url, api):
+        if wait_http(f"{url}/healthz", api):
             print(banner(url, key), flush=True)
         while not stopping and all(p.poll() is None for p in children):
             time.sleep(0.2)
     finally:
-        stop(children)
+        stop_all(children, SHUTDOWN_GRACE_SECONDS)
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopping:

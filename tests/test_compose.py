@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from narrownet.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -61,7 +61,7 @@ def test_every_narrownet_variable_is_a_setting_with_a_valid_value(name, monkeypa
     env = {k: v for k, v in env_of(SERVICES[name]).items() if k.startswith("NARROWNET_")}
     assert env, f"{name} sets no NARROWNET_* variable"
     unknown = sorted(set(env) - set(known))
-    assert not unknown, f"{name}: {unknown} are not fields of narrownet.settings.Settings"
+    assert not unknown, f"{name}: {unknown} are not fields of core.settings.Settings"
     for key in list(known):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():

@@ -15,7 +15,7 @@ Public interface (used by the CLI and the Celery worker):
       - result.status in {"completed", "stopped"}; result.step; result.final_metrics (dict)
       - raises TrainingDiverged (non-finite loss), DataError (bad data), CheckpointError (corrupt checkpoint)
 
-Layout: spec.py (the job spec), shallow.py + shallow_learner.py (the 1-hidden-layer net as pure functions over
+Layout: spec.py (the job spec), shallow/ (net.py + learner.py) (the 1-hidden-layer net as pure functions over
 config-batched tensors, hand-written gradients), deep/ (MLP and ResNet-18 with a mirrored, paired, projected last
 block, trained with autograd), init.py, projection.py, optim.py, schedule.py, losses.py, metrics.py, loop.py (one
 training loop for both), sweep.py (vectorized grids), checkpoint.py, predict.py, data/, cli.py.

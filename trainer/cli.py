@@ -52,7 +52,8 @@ def load_spec(path: Path) -> JobSpec:
 def train_command(
     spec_path: Path = typer.Argument(..., metavar="SPEC.json", help="job spec (JSON)"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory: checkpoints, metadata, metrics.jsonl"),
-    data_dir: Path | None = typer.Option(None, help="local MNIST/CIFAR files (default: NARROWNET_DATA_DIR)"),
+    data_dir: Path | None = typer.Option(None, help="local MNIST IDX / CIFAR python batches (narrownet passes "
+                                                       "NARROWNET_DATA_DIR)"),
 ) -> None:
     """Train one job; resumes if OUT already holds a checkpoint of the same spec."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -72,8 +73,6 @@ def train_command(
             self.progress.update(self.task, completed=step, loss=metrics["train_loss"])
 
     spec = load_spec(spec_path)
-    if data_dir is None:
-        data_dir = _default_data_dir()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
     try:
@@ -92,14 +91,6 @@ def train_command(
     Console().print(f"checkpoint: {result.checkpoint}")
 
 
-def _default_data_dir() -> Path | None:
-    try:  # the service's settings object, when narrownet is installed; the trainer does not need it
-        from narrownet.settings import get_settings
-    except ImportError:
-        return None
-    return get_settings().data_dir
-
-
 @app.command("predict")
 def predict_command(
     checkpoint: Path = typer.Argument(..., help="a .safetensors checkpoint written by `train`"),
@@ -111,8 +102,7 @@ def predict_command(
     import torch
 
     from trainer.checkpoint import CheckpointError, load_checkpoint
-    from trainer.losses import accuracy, loss_value
-    from trainer.predict import predict
+    from trainer.predict import predict, score
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -129,19 +119,9 @@ def predict_command(
         F = predict(ckpt, torch.from_numpy(arrays["X"]))
     except ValueError as e:
         raise fail(str(e)) from e
-    spec = JobSpec.model_validate(ckpt.meta["spec"])
     summary: dict[str, Any] = {"n": int(F.shape[0]), "outputs": int(F.shape[1])}
     if "y" in arrays:
-        y = torch.from_numpy(arrays["y"])
-        if y.dtype.is_floating_point:
-            Y = y.float().reshape(len(y), -1)
-            summary["loss"] = float(loss_value(F[None], Y, "square")[0])
-        else:
-            labels = y.long()
-            target = labels if spec.loss == "cross_entropy" else torch.nn.functional.one_hot(
-                labels, F.shape[1]).float()
-            summary["loss"] = float(loss_value(F[None], target, spec.loss)[0])
-            summary["accuracy"] = float(accuracy(F[None], labels)[0])
+        summary.update(score(ckpt, F, torch.from_numpy(arrays["y"])))
     if out is not None:
         np.savez(out, predictions=F.numpy())
         summary["written"] = str(out)

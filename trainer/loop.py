@@ -7,14 +7,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
 from trainer.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
 from trainer.data import Dataset, load_data
 from trainer.deep import DeepLearner
-from trainer.shallow_learner import ConfigGrid, ShallowLearner
+from trainer.shallow.learner import ConfigGrid, ShallowLearner
 from trainer.spec import JobSpec, ShallowModel
 
 STOP_POLL_SECONDS = 1.0
@@ -28,20 +28,26 @@ class TrainingDiverged(RuntimeError):
         self.step, self.loss = step, loss
 
 
-class Callbacks:
-    """Where progress leaves the trainer; subclass and override what you need."""
+class Callbacks(Protocol):
+    """Where progress leaves the trainer. Implement it (worker.progress.JobProgress does), or subclass it
+    explicitly to inherit these no-op defaults and override what you need."""
 
     def on_start(self, total_steps: int, start_step: int) -> None:
         """Called once the data is loaded: the step budget (epochs x batches) is known only then."""
+        return None
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        pass
+        return None
 
     def on_checkpoint(self, step: int, path: Path, meta: dict[str, Any]) -> None:
-        pass
+        return None
 
     def should_stop(self) -> bool:
         return False
+
+
+class NoCallbacks(Callbacks):
+    """Nothing leaves the trainer but the files it writes."""
 
 
 @dataclass
@@ -96,7 +102,7 @@ def _floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, data_dir: Path | None = None,
           dataset_path: Path | None = None, data: Dataset | None = None) -> TrainResult:
     """Train one job into out_dir, resuming from its latest valid checkpoint if one is there."""
-    callbacks = callbacks or Callbacks()
+    callbacks = callbacks or NoCallbacks()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(spec.device)

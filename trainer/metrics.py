@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trainer.shallow import Activation, activate, activation_grad
+from trainer.shallow.net import Activation, activate, activation_grad
 
 # The Gram matrix below is n x n per config; past this n the eigen-decomposition is not worth its cost.
 JACOBIAN_MAX_SAMPLES = 4096

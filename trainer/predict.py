@@ -6,7 +6,8 @@ import torch
 
 from trainer.checkpoint import Checkpoint
 from trainer.data import standardize
-from trainer.shallow import forward
+from trainer.losses import accuracy, loss_value
+from trainer.shallow.net import forward
 from trainer.spec import JobSpec, ResNet18Model, ShallowModel
 
 
@@ -32,6 +33,7 @@ def predict(ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
 
 def _predict_deep(spec: JobSpec, ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
     from trainer.deep import model_for_tensors  # torch.nn models only when a deep checkpoint is used
+    from trainer.deep.mlp import MLP
 
     t = ckpt.tensors
     model = model_for_tensors(spec, t)
@@ -44,9 +46,19 @@ def _predict_deep(spec: JobSpec, ckpt: Checkpoint, X: torch.Tensor) -> torch.Ten
         channels = t["model.stem.0.weight"].shape[1]
         if X.ndim != 4 or X.shape[1] != channels:
             raise ValueError(f"X: resnet18 expects images (n, {channels}, H, W), got shape {tuple(X.shape)}")
-    else:
-        features = model.last.in_features if len(spec.model.hidden) == 1 else model.body[0].in_features
+    elif isinstance(model, MLP):
+        features = model.in_features
         if X.flatten(1).shape[1] != features:
             raise ValueError(f"X: {X.flatten(1).shape[1]} features per sample, the model expects {features}")
     with torch.no_grad():
         return torch.cat([model(X[i:i + 1024]) for i in range(0, len(X), 1024)]) if len(X) else model(X)
+
+
+def score(ckpt: Checkpoint, F: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """The checkpoint's loss (and accuracy, for integer labels) of predictions F (n, k) against targets y."""
+    spec = JobSpec.model_validate(ckpt.meta["spec"])
+    if y.dtype.is_floating_point:
+        return {"loss": float(loss_value(F[None], y.float().reshape(len(y), -1), "square")[0])}
+    labels = y.long()
+    target = labels if spec.loss == "cross_entropy" else torch.nn.functional.one_hot(labels, F.shape[1]).float()
+    return {"loss": float(loss_value(F[None], target, spec.loss)[0]), "accuracy": float(accuracy(F[None], labels)[0])}

@@ -7,7 +7,7 @@ Every field is validated here; a bad spec fails with the offending field named (
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +23,8 @@ MAX_RESNET_CHANNELS = 16  # input channels
 MAX_RESNET_PIXELS = 512 * 512  # H x W of one input image
 MAX_RESNET_BATCH = 4096  # one mini-batch's activations must fit a worker
 MAX_LR = 100.0
+
+T = TypeVar("T")
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -164,11 +166,24 @@ class OptimSpec(StrictModel):
 
     @property
     def hidden_lr(self) -> float:
-        return self.lr if self.lr is not None else self.lr_hidden  # type: ignore[return-value]
+        return _given(self.lr if self.lr is not None else self.lr_hidden, "optim.lr_hidden")
 
     @property
     def outer_lr(self) -> float:
-        return self.lr if self.lr is not None else self.lr_outer  # type: ignore[return-value]
+        return _given(self.lr if self.lr is not None else self.lr_outer, "optim.lr_outer")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The step budget: `iterations`, or `epochs` passes of steps_per_epoch steps."""
+        if self.iterations is not None:
+            return self.iterations
+        return _given(self.epochs, "optim.epochs") * steps_per_epoch
+
+
+def _given(value: T | None, field: str) -> T:
+    # The validators above guarantee these values; a None here means a spec was built around them.
+    if value is None:
+        raise ValueError(f"{field}: missing, and the spec's validation requires it")
+    return value
 
 
 class ConstraintSpec(StrictModel):

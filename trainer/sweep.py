@@ -1,6 +1,6 @@
 """Sweeps: a grid over learning rates, radii and seeds trained as ONE vectorized program.
 
-The grid becomes the leading config dimension of every tensor (see shallow_learner), so 49 learning-rate pairs
+The grid becomes the leading config dimension of every tensor (trainer/shallow/learner.py), so 49 learning-rate pairs
 cost one batched matmul per layer per step instead of 49 Python-level training loops.
 """
 
@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from trainer.data import Dataset, load_data
 from trainer.loop import _floats, resolve_device
-from trainer.shallow_learner import ConfigGrid, ShallowLearner
+from trainer.shallow.learner import ConfigGrid, ShallowLearner
 from trainer.spec import JobSpec, LearningRate, PositiveFinite, Seed, ShallowModel, StrictModel
 
 MAX_CONFIGS = 4096
@@ -67,7 +67,10 @@ class SweepResult:
 
 
 def _chunk_size(sweep: SweepSpec, data: Dataset) -> int:
-    width = sweep.base.model.width  # type: ignore[union-attr]
+    model = sweep.base.model
+    if not isinstance(model, ShallowModel):
+        raise TypeError("sweeps are vectorized for arch 'shallow' only")
+    width = model.width
     rows = sweep.base.optim.batch_size or data.n_train
     return max(1, CHUNK_ELEMENTS // max(1, rows * width))
 

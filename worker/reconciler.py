@@ -22,19 +22,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.models import Job, JobStatus, utcnow
-from worker.job_store import gave_up_error
+from core.db.models import utcnow
+from core.repositories import jobs as repo
 
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[str, str], None]
-BATCH = 500  # jobs per kind per pass: bounds one transaction; a larger backlog takes more passes
 
 
 @dataclass
@@ -53,60 +49,24 @@ class ReconcileReport:
         return "reconciled: " + ", ".join(f"{n} {name}" for name, n in counts.items())
 
 
-def _orphaned(now: datetime) -> ColumnElement[bool]:
-    lease_over = or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
-    return and_(Job.status == JobStatus.RUNNING, lease_over)
-
-
-def _settle(session: Session, condition: ColumnElement[bool], **values: Any) -> list[tuple[str, str]]:
-    """UPDATE the jobs matching `condition`; return (id, queue) of those changed.
-
-    Rows another transaction holds are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL), so a pass never waits
-    on a worker's write, and two reconcilers never settle one job twice: the WHERE is checked again under
-    the lock.
-    """
-    chosen = (select(Job.id).where(condition).order_by(Job.created_at).limit(BATCH)
-              .with_for_update(skip_locked=True))
-    rows = session.execute(
-        update(Job).where(Job.id.in_(chosen.scalar_subquery()), condition).values(**values)
-        .returning(Job.id, Job.queue).execution_options(synchronize_session=False)
-    )
-    return [(r.id, r.queue) for r in rows]
-
-
 def reconcile_once(sessions: sessionmaker[Session], *, lease_seconds: float, max_attempts: int,
                    enqueue: Enqueue) -> ReconcileReport:
     """One pass: settle orphaned running jobs, then send every queued job nobody took for a lease."""
     report = ReconcileReport()
     now = utcnow()
-    finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now, "updated_at": now}
     with sessions.begin() as session:
-        orphaned = _orphaned(now)
-        # A cancel is final: an orphan with a pending cancel is not run again.
-        report.cancelled = [i for i, _ in _settle(session, and_(orphaned, Job.cancel_requested.is_(True)),
-                                                   status=JobStatus.CANCELLED, **finished)]
-        report.failed = [i for i, _ in _settle(session, and_(orphaned, Job.attempt >= max_attempts),
-                                                status=JobStatus.FAILED, error=gave_up_error(max_attempts),
-                                                **finished)]
-        requeued = _settle(session, orphaned, status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
-                           updated_at=now)
-        stale = session.execute(
-            select(Job.id, Job.queue)
-            .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
-                   Job.updated_at < now - timedelta(seconds=lease_seconds))
-            .order_by(Job.created_at).limit(BATCH)
-        ).all()
+        settled = repo.settle_orphans(session, now, max_attempts=max_attempts)
+        stale = repo.stale_queued(session, now, lease_seconds=lease_seconds)
+    report.cancelled, report.failed = settled.cancelled, settled.failed
     # Sent only after the commit, like the API does: a task must never arrive before its row says queued.
-    report.requeued, unsent = _send(requeued, enqueue)
+    report.requeued, unsent = _send(settled.requeued, enqueue)
     if unsent:  # the broker is down: the rest wait for a later pass
-        report.unsent = unsent + [r.id for r in stale]
+        report.unsent = unsent + [job_id for job_id, _ in stale]
     else:
-        report.resent, report.unsent = _send([(r.id, r.queue) for r in stale], enqueue)
+        report.resent, report.unsent = _send(stale, enqueue)
     if report.resent:
-        # The resend restarts the job's wait: it is sent again only if still unclaimed a lease from now.
         with sessions.begin() as session:
-            session.execute(update(Job).where(Job.id.in_(report.resent), Job.status == JobStatus.QUEUED)
-                            .values(updated_at=utcnow()).execution_options(synchronize_session=False))
+            repo.touch_queued(session, report.resent)
     return report
 
 

@@ -16,15 +16,17 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.models import JobStatus
-from api.db.session import get_sessionmaker
-from narrownet.settings import Settings, get_settings
+from core.db.models import JobStatus
+from core.db.session import get_sessionmaker
+from core.repositories import jobs as jobs_repo
+from core.repositories.jobs import ClaimedJob
+from core.settings import Settings, get_settings
 from trainer.checkpoint import CheckpointError, checkpoint_paths
 from trainer.data.errors import DataError
 from trainer.loop import TrainingDiverged, TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
 from worker.db_retry import DatabaseUnavailable, with_retries
-from worker.job_store import ClaimedJob, JobStore, LeaseLost, claim_job
+from worker.job_store import JobStore, LeaseLost
 from worker.progress import JobProgress
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,8 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
 
     def claim() -> ClaimedJob | None:
         with sessions.begin() as session:
-            return claim_job(session, job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds,
-                             max_attempts=settings.max_attempts)
+            return jobs_repo.claim(session, job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds,
+                                   max_attempts=settings.max_attempts)
 
     try:
         job = with_retries(claim, what=f"job {job_id}: claim", budget_seconds=settings.lease_seconds)

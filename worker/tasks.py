@@ -10,10 +10,10 @@ import torch
 from celery import Task
 from celery.signals import worker_init, worker_process_init
 
-from api.db.session import get_engine, get_sessionmaker
-from narrownet.settings import get_settings
+from core.db.session import get_engine, get_sessionmaker
+from core.queue import TASK_NAME
+from core.settings import get_settings
 from worker.celery_app import celery_app
-from worker.queueing import TASK_NAME
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from api.db.models import JobStatus, utcnow
 from api.deps import CurrentKey, RuntimeDep, SessionDep
-from api.repositories.jobs import JobFilters
 from api.routes import V1
 from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, error_responses
 from api.services import checkpoints, jobs
+from core.db.models import JobStatus, utcnow
+from core.repositories.jobs import JobFilters
 from trainer.spec import JobSpec
 
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"])
@@ -129,6 +129,6 @@ def download_checkpoint(job_id: str, request: Request, session: SessionDep, key:
 
 
 @router.get("/{job_id}/checkpoint/meta", responses=error_responses(401, 404, 409, 410, 429))
-def checkpoint_meta(job_id: str, session: SessionDep, key: CurrentKey, runtime: RuntimeDep) -> dict:
+def checkpoint_meta(job_id: str, session: SessionDep, key: CurrentKey, runtime: RuntimeDep) -> dict[str, Any]:
     """The latest checkpoint's metadata JSON: spec, step, metrics, final training loss, sha256, versions."""
     return checkpoints.latest_meta(session, key, job_id, runtime.settings.resolved_artifact_dir)

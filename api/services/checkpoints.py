@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import stat
 from dataclasses import dataclass
@@ -13,10 +12,11 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey, Checkpoint
 from api.errors import Conflict, Gone, NotFound
-from api.repositories import jobs as jobs_repo
 from api.services.jobs import get_job
+from core.db.models import ApiKey, Checkpoint
+from core.jsonvalues import finite_or_none
+from core.repositories import jobs as jobs_repo
 
 CHUNK = 1 << 20
 MAX_META_BYTES = 16 << 20
@@ -106,17 +106,6 @@ def open_latest(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path
                               filename=f"{checkpoint.job_id}-step{checkpoint.step}.safetensors")
 
 
-def _finite(value: Any) -> Any:
-    # JSON has no NaN/Infinity: a value that is not a number is reported as null, not as a fake number.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def latest_meta(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> dict[str, Any]:
     """The metadata JSON written beside the latest checkpoint (spec, step, metrics, sha256, versions)."""
     checkpoint = _latest(session, owner, job_id)
@@ -134,4 +123,5 @@ def latest_meta(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path
                    code="checkpoint_missing") from exc
     if meta.get("sha256") != checkpoint.sha256:
         raise _mismatch(checkpoint, str(meta.get("sha256")))
-    return _finite(meta)
+    finite: dict[str, Any] = finite_or_none(meta)
+    return finite

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from api.db.hooks import after_rollback
-from api.db.models import ApiKey, Dataset, new_id
 from api.errors import InvalidInput, NotFound
-from api.repositories import datasets as repo
 from api.uploads import StagedUpload
-from narrownet.settings import Settings
+from core.db.hooks import after_rollback
+from core.db.models import ApiKey, Dataset, new_id
+from core.repositories import datasets as repo
+from core.settings import Settings
+from trainer.data import DataError, inspect_npz
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ def _name(given: str | None, filename: str | None) -> str:
 
 def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settings: Settings) -> Dataset:
     """Validate the staged upload, move it into place and add its row (the caller commits)."""
-    # trainer.data brings torch with it: imported here so only an upload pays for it, never other requests.
-    from trainer.data import DataError, inspect_npz
-
     name = _name(upload.fields.get("name"), upload.filename)
     try:
         info = inspect_npz(upload.path, max_bytes=settings.max_upload_bytes,
@@ -73,9 +71,7 @@ def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settin
         input_shape={"train": [info.n_train, *sample], "test": [info.n_test, *sample] if info.n_test else None},
         task=info.task, num_classes=info.num_classes,
     )
-    session.add(dataset)
-    session.flush()
-    return dataset
+    return repo.add(session, dataset)
 
 
 def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> Dataset:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kombu import Connection
+from kombu.connection import Connection
 from sqlalchemy import Engine, text
 
 PROBE_TIMEOUT_SECONDS = 3.0

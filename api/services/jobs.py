@@ -11,28 +11,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.db.hooks import after_commit
-from api.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from api.repositories import datasets as datasets_repo
-from api.repositories import jobs as repo
-from api.repositories.jobs import JobFilters
-from narrownet.settings import Settings
+from core.db.hooks import after_commit
+from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
+from core.queue import queue_for
+from core.repositories import datasets as datasets_repo
+from core.repositories import jobs as repo
+from core.repositories.jobs import JobFilters
+from core.settings import Settings
 from trainer.spec import JobSpec
 
 Enqueue = Callable[[str, str], None]
 
 # Server-made ids are 32 hex characters; anything far off that is unknown without asking the database.
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def queue_for(spec: JobSpec) -> str:
-    """The Celery queue a job goes to: "gpu" for CUDA (and for ResNet-18 on "auto"), else "cpu"."""
-    if spec.device == "cuda":
-        return "gpu"
-    if spec.device == "cpu":
-        return "cpu"
-    return "gpu" if spec.model.arch == "resnet18" else "cpu"
 
 
 def request_hash(spec: JobSpec) -> str:
@@ -86,9 +78,7 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
         "total_steps": spec.optim.iterations, "created_at": now, "updated_at": now,
     }
     if idempotency_key is None:
-        job = Job(**values)
-        session.add(job)
-        session.flush()
+        job = repo.add(session, values)
     elif repo.insert_unless_key_taken(session, values):
         job = session.get_one(Job, values["id"])
     else:  # a concurrent request with the same key committed first

@@ -8,9 +8,9 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from api.db.models import ApiKey
 from api.errors import InvalidInput
-from api.repositories import keys as repo
+from core.db.models import ApiKey
+from core.repositories import keys as repo
 
 KEY_PREFIX = "nn_"
 
@@ -26,9 +26,7 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
         raise InvalidInput([("name", "must be 1 to 128 characters")])
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)  # 256 random bits
     key = ApiKey(name=name, key_hash=hash_key(plaintext), prefix=plaintext[:11])
-    session.add(key)
-    session.flush()
-    return key, plaintext
+    return repo.add(session, key), plaintext
 
 
 def authenticate(session: Session, plaintext: str) -> ApiKey | None:

@@ -1,4 +1,4 @@
-"""Initial schema: api keys, datasets, jobs, metric points, checkpoints (as in api/db/models.py).
+"""Initial schema: api keys, datasets, jobs, metric points, checkpoints (as in core/db/models.py).
 
 Revision ID: 0001
 Revises:

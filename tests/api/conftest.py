@@ -20,11 +20,11 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.db.migrate import upgrade
-from api.db.models import Job
 from api.runtime import Runtime
 from api.services.keys import create_key
-from narrownet.settings import Settings
+from core.db.migrate import upgrade
+from core.db.models import Job
+from core.settings import Settings
 from tests.broker import drain_queue
 from tests.service_guard import temporary_postgres_database
 
@@ -106,7 +106,7 @@ class Api:
         return {"Authorization": f"Bearer {plaintext}"}
 
     def owner_id(self, headers: dict[str, str]) -> str:
-        from api.repositories.keys import get_active_by_hash
+        from core.repositories.keys import get_active_by_hash
 
         plaintext = headers["Authorization"].removeprefix("Bearer ")
         with self.session() as s:

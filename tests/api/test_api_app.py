@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.db import migrate
+from core.db import migrate
 from tests.api.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -38,10 +38,11 @@ async def test_migrations_on_start_only_for_sqlite_and_only_when_asked(tmp_path:
 
 
 def test_request_paths_do_not_import_torch(tmp_path: Path) -> None:
-    """Import the served module, then submit, read, list and cancel a job: torch must stay unloaded."""
+    """Import the served module, then upload a dataset, submit, read, list and cancel a job: torch must stay
+    unloaded (upload validation is numpy only)."""
     script = f"""
-import sys, anyio, httpx
-from api.db.migrate import upgrade
+import io, sys, anyio, httpx, numpy as np
+from core.db.migrate import upgrade
 from api.services.keys import create_key
 from tests.api.conftest import SPEC, make_settings
 from pathlib import Path
@@ -55,6 +56,10 @@ with app.state.runtime.sessions.begin() as s:
 headers = {{"Authorization": "Bearer " + key}}
 async def main():
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        npz = io.BytesIO()
+        np.savez(npz, X=np.ones((8, 3), np.float32), y=np.zeros(8, np.float32))
+        upload = await c.post("/v1/datasets", files={{"file": ("d.npz", npz.getvalue())}}, headers=headers)
+        assert upload.status_code == 201, upload.text
         job = (await c.post("/v1/jobs", json=SPEC, headers=headers)).json()
         for r in (await c.get("/v1/jobs/" + job["id"], headers=headers), await c.get("/v1/jobs", headers=headers),
                   await c.get("/v1/jobs/" + job["id"] + "/metrics", headers=headers),

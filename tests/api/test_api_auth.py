@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.db.models import Checkpoint, MetricPoint
 from api.ratelimit import RateLimiter
 from api.services.keys import revoke_key
+from core.db.models import Checkpoint, MetricPoint
 from tests.api.conftest import SPEC, Api, ApiFactory
 
 pytestmark = pytest.mark.anyio

@@ -7,8 +7,8 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from api.db.models import Job, JobStatus
-from api.services.jobs import queue_for
+from core.db.models import Job, JobStatus
+from core.queue import queue_for
 from tests.api.conftest import SPEC, Api, ApiFactory, spec
 from trainer.spec import JobSpec
 
@@ -200,7 +200,7 @@ class TestRead:
     async def test_eta_and_success(self, api: Api) -> None:
         from datetime import timedelta
 
-        from api.db.models import utcnow
+        from core.db.models import utcnow
 
         user = api.new_user()
         job_id = (await api.client.post("/v1/jobs", json=SPEC, headers=user)).json()["id"]

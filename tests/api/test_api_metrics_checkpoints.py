@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.db.models import Checkpoint, MetricPoint
+from core.db.models import Checkpoint, MetricPoint
 from tests.api.conftest import SPEC, Api
 
 pytestmark = pytest.mark.anyio

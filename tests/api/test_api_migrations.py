@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, inspect, pool
 
-from api.db import migrate
-from api.db.models import Base
-from api.db.session import sqlalchemy_url
+from core.db import migrate
+from core.db.models import Base
+from core.db.session import sqlalchemy_url
 from tests.service_guard import temporary_postgres_database
 
 TABLES = {"api_keys", "datasets", "jobs", "metrics", "checkpoints"}

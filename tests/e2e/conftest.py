@@ -10,17 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bench.cluster import free_port, stop_gracefully
 from narrownet.client import NarrownetClient
+from narrownet.processes import free_port, http_ok, stop_all, wait_until
 from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, temporary_postgres_database
 
 VENV_BIN = Path(sys.executable).parent
@@ -70,23 +68,20 @@ class Stack:
     def log_tail(self, chars: int = 4000) -> str:
         return "\n".join(f"--- {n} ---\n{p.read_text(errors='replace')[-chars:]}" for n, p in self.logs.items())
 
+    def _ready(self) -> bool:
+        dead = [n for n, p in self.processes.items() if p.poll() is not None]
+        if dead:
+            raise AssertionError(f"{dead} exited during startup\n{self.log_tail()}")
+        return http_ok(f"{self.url}/readyz")
+
     def wait_until_up(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            dead = [n for n, p in self.processes.items() if p.poll() is not None]
-            if dead:
-                raise AssertionError(f"{dead} exited during startup\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name}: the API was not ready after {STARTUP_SECONDS}s\n{self.log_tail()}")
+        try:
+            wait_until(self._ready, STARTUP_SECONDS, f"{self.name}: the API to be ready", poll=0.2)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            stop_gracefully(process)
+        stop_all(self.processes.values())
 
 
 def _backend_env(name: str, home: Path, resources: ExitStack) -> dict[str, str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster import free_port, stop_gracefully
 from narrownet.client import NarrownetClient
+from narrownet.processes import free_port, stop_gracefully
 from tests.e2e.conftest import STARTUP_SECONDS, VENV_BIN, clean_env
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

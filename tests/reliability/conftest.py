@@ -1,4 +1,4 @@
-"""Fault injection against real processes (bench/cluster.py): a redis-server of our own, a fresh PostgreSQL
+"""Fault injection against real processes (narrownet/cluster.py): a redis-server of our own, a fresh PostgreSQL
 database, uvicorn, Celery workers and the reconciler, each killed by pid. Short leases keep recovery quick.
 
 The database and the redis-server are shared by the session; each test starts its own processes and begins
@@ -21,14 +21,14 @@ from safetensors.numpy import load_file
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.migrate import upgrade
-from api.db.models import Checkpoint, Job, JobStatus, MetricPoint
-from api.db.session import make_engine
-from bench.cluster import Cluster, RedisServer, wait_until
+from core.db.migrate import upgrade
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint
+from core.db.session import make_engine
+from core.queue import enqueue_job, make_celery
 from narrownet.client import NarrownetClient
+from narrownet.cluster import Cluster, RedisServer
+from narrownet.processes import wait_until
 from tests.service_guard import require_service, temporary_postgres_database
-from worker.celery_app import make_celery
-from worker.queueing import enqueue_job
 
 # Recovery bound in these tests: R = lease + interval = 4.5 s. The lease is not shorter so that a worker
 # slowed down by a busy machine still renews it in time.
@@ -190,7 +190,7 @@ def send_duplicate(cluster: Cluster, job_id: str, queue: str = "cpu") -> None:
     """Put a second message for the job on the broker, as a redelivery or a double send would."""
     app = make_celery(cluster.broker_url)
     try:
-        enqueue_job(job_id, queue, app=app)
+        enqueue_job(app, job_id, queue)
     finally:
         app.close()
 

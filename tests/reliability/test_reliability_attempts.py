@@ -8,8 +8,9 @@ import signal
 
 import pytest
 
-from api.db.models import JobStatus
-from bench.cluster import pid_of_lease, wait_until
+from core.db.models import JobStatus
+from narrownet.cluster import pid_of_lease
+from narrownet.processes import wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.db.models import Job, JobStatus
-from bench.cluster import RedisServer
+from core.db.models import Job, JobStatus
+from narrownet.cluster import RedisServer
 from tests.reliability.conftest import Db, client, expected_steps, long_spec
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

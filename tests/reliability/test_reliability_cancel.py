@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.db.models import JobStatus
-from bench.cluster import Cluster, wait_until
+from core.db.models import JobStatus
+from narrownet.cluster import Cluster
+from narrownet.processes import wait_until
 from tests.reliability.conftest import Db, client, log_count, long_spec, reconcile_once, send_duplicate
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

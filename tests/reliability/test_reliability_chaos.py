@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos import KINDS, ChaosConfig, run_chaos
-from bench.cluster import RedisServer
+from narrownet.cluster import RedisServer
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from api.db.models import JobStatus
-from bench.cluster import Cluster
+from core.db.models import JobStatus
 from narrownet.client import ApiError
+from narrownet.cluster import Cluster
 from tests.reliability.conftest import Db, client, final_weights, long_spec
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

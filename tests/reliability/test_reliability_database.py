@@ -12,10 +12,11 @@ import httpx
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from api.db.migrate import upgrade
-from api.db.models import JobStatus
-from api.db.session import make_engine
-from bench.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary, wait_until
+from core.db.migrate import upgrade
+from core.db.models import JobStatus
+from core.db.session import make_engine
+from narrownet.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary
+from narrownet.processes import wait_until
 from tests.reliability.conftest import SETTINGS, Db, client, expected_steps, long_spec
 from tests.service_guard import require_service
 

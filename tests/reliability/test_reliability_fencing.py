@@ -10,8 +10,9 @@ import signal
 import pytest
 from sqlalchemy import text
 
-from api.db.models import JobStatus
-from bench.cluster import pid_of_lease, wait_until
+from core.db.models import JobStatus
+from narrownet.cluster import pid_of_lease
+from narrownet.processes import wait_until
 from tests.reliability.conftest import Db, client, expected_steps, log_count, long_spec, send_duplicate
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

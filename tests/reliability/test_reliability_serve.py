@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from api.db.models import JobStatus
-from api.db.session import make_engine
-from bench.cluster import free_port, pid_of_lease, stop_gracefully, wait_until
+from core.db.models import JobStatus
+from core.db.session import make_engine
 from narrownet.client import NarrownetClient
+from narrownet.cluster import pid_of_lease
+from narrownet.processes import free_port, stop_gracefully, wait_until
 from tests.reliability.conftest import SETTINGS, Db, expected_steps, long_spec
 
 pytestmark = pytest.mark.slow

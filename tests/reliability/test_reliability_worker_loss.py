@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from api.db.models import JobStatus
-from bench.cluster import pid_of_lease
+from core.db.models import JobStatus
+from narrownet.cluster import pid_of_lease
 from tests.reliability.conftest import Db, client, expected_steps, final_weights, long_spec
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api.db.models import Checkpoint, MetricPoint
+from core.db.models import Checkpoint, MetricPoint
 from tests.api import conftest as api_tests
 from tests.api.conftest import SPEC, Api, ApiFactory
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.cluster import free_port
+from narrownet.processes import free_port
 from tests.e2e.conftest import Stack, clean_env
 from tests.security.conftest import SPEC, Api, ApiFactory
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from api.db.models import Checkpoint
+from core.db.models import Checkpoint
 from tests.security.conftest import Api, ApiFactory, User, npz_bytes, write_checkpoint
 from trainer.data.errors import DataError
 from trainer.data.npz import inspect_npz

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import inspect, select, text
 
-from api.db.models import JobStatus
+from core.db.models import JobStatus
 from tests.security.conftest import SPEC, Api, ApiFactory, User, make_user
 
 pytestmark = pytest.mark.anyio
@@ -105,8 +105,8 @@ class TestKeysAreHashed:
                 assert alice.key.encode() not in raw and bob.key.encode() not in raw, path
 
     async def test_keys_are_looked_up_by_hash(self, api: Api, alice: User) -> None:
-        from api.db.models import ApiKey
         from api.services.keys import hash_key
+        from core.db.models import ApiKey
 
         with api.session() as s:
             stored = s.scalars(select(ApiKey.key_hash).where(ApiKey.key_hash == hash_key(alice.key))).all()

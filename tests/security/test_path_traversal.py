@@ -18,7 +18,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from api.db.models import Checkpoint
+from core.db.models import Checkpoint
 from tests.security.conftest import SPEC, Api, User, npz_bytes
 
 pytestmark = pytest.mark.anyio

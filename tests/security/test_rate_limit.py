@@ -66,7 +66,7 @@ async def test_redis_down_falls_back_to_limiting_in_process(api_factory: ApiFact
 
 def test_redis_backend_needs_a_redis_url() -> None:
     from api.ratelimit import make_limiter
-    from narrownet.settings import Settings
+    from core.settings import Settings
 
     with pytest.raises(ValueError, match="rate_limit_backend=redis"):
         make_limiter(Settings(rate_limit_backend="redis", broker_url="sqla+sqlite:///x.db"))

@@ -5,7 +5,7 @@ from trainer.init import lecun_init, mirrored_lecun_init
 from trainer.losses import loss_and_grad, loss_value
 from trainer.metrics import jacobian_sigma_min
 from trainer.projection import project_onto_ball_, project_onto_v_set
-from trainer.shallow import Workspace, backward, features, forward, outputs
+from trainer.shallow.net import Workspace, backward, features, forward, outputs
 
 
 @pytest.fixture(autouse=True)

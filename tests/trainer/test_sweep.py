@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from trainer.data import load_data
-from trainer.shallow_learner import ConfigGrid, ShallowLearner
+from trainer.shallow.learner import ConfigGrid, ShallowLearner
 from trainer.sweep import SweepSpec, run_sweep
 
 

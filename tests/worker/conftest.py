@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db.migrate import upgrade
-from api.db.models import ApiKey, Job
-from api.db.session import make_engine
-from narrownet.settings import Settings
+from core.db.migrate import upgrade
+from core.db.models import ApiKey, Job
+from core.db.session import make_engine
+from core.settings import Settings
 from tests.service_guard import temporary_postgres_database
 
 

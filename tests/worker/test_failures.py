@@ -8,9 +8,9 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from api.db.models import Job, JobStatus
-from api.db.session import make_engine
-from bench.cluster import free_port
+from core.db.models import Job, JobStatus
+from core.db.session import make_engine
+from narrownet.processes import free_port
 from tests.worker.conftest import WorkerDb, tiny_spec
 from worker.db_retry import DatabaseUnavailable, with_retries
 from worker.runner import run_job

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from core.queue import QUEUES, enqueue_job, make_celery
 from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db
-from worker.celery_app import QUEUES, make_celery
-from worker.queueing import enqueue_job
 
 pytestmark = pytest.mark.service
 
@@ -30,7 +29,7 @@ def broker():
 def test_a_job_lands_only_on_its_own_queue(broker, target):
     app, store = broker
 
-    enqueue_job("job-1", target, app=app)
+    enqueue_job(app, "job-1", target)
 
     assert {q: store.llen(q) for q in QUEUES} == {q: int(q == target) for q in QUEUES}
 
@@ -38,5 +37,5 @@ def test_a_job_lands_only_on_its_own_queue(broker, target):
 def test_an_unknown_queue_is_refused(broker):
     app, store = broker
     with pytest.raises(ValueError, match="queue: unknown queue 'tpu'"):
-        enqueue_job("job-1", "tpu", app=app)
+        enqueue_job(app, "job-1", "tpu")
     assert sum(store.llen(q) for q in QUEUES) == 0

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, update
 
-from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.queue import enqueue_job, make_celery
 from tests.broker import drain_queue
 from tests.worker.conftest import WorkerDb, tiny_spec
-from worker.celery_app import make_celery
-from worker.queueing import enqueue_job
 from worker.reconciler import ReconcileReport, reconcile_once
 
 LEASE = 30.0
@@ -24,7 +23,7 @@ class Broker:
         self.app = make_celery(url)
 
     def send(self, job_id: str, queue_name: str) -> None:
-        enqueue_job(job_id, queue_name, app=self.app)
+        enqueue_job(self.app, job_id, queue_name)
 
     def drain(self, name: str = "cpu") -> list[str]:
         """The job ids waiting in queue `name`, consumed as a worker would."""

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from tests.worker.conftest import tiny_spec
 from trainer.loop import Callbacks, train
 from trainer.spec import JobSpec

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from api.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.repositories import jobs as jobs_repo
 from tests.worker.conftest import WorkerDb, tiny_spec
 from trainer.checkpoint import sha256_file
 from trainer.loop import Callbacks, train
 from trainer.spec import JobSpec
-from worker.job_store import JobStore, LeaseLost, claim_job
+from worker.job_store import JobStore, LeaseLost
 from worker.runner import run_job
 
 
@@ -154,12 +155,12 @@ class TestClaims:
         job_id = worker_db.add_job(tiny_spec())
         claim = dict(lease_seconds=30.0, max_attempts=3)
         with worker_db.sessions.begin() as s:
-            first = claim_job(s, job_id, worker_id="a", **claim)
+            first = jobs_repo.claim(s, job_id, worker_id="a", **claim)
         with worker_db.sessions.begin() as s:
-            assert claim_job(s, job_id, worker_id="b", **claim) is None  # lease still live
+            assert jobs_repo.claim(s, job_id, worker_id="b", **claim) is None  # lease still live
         set_job(worker_db, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
         with worker_db.sessions.begin() as s:
-            second = claim_job(s, job_id, worker_id="b", **claim)
+            second = jobs_repo.claim(s, job_id, worker_id="b", **claim)
         assert (first.attempt, second.attempt) == (1, 2)
         store = dict(lease_seconds=30.0, artifact_dir=worker_db.settings.resolved_artifact_dir)
         stale = JobStore(worker_db.sessions, first, **store)

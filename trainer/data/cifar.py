@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy._core.multiarray import _reconstruct
-from numpy._core.numeric import _frombuffer
+from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private; CIFAR pickles name it
 
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataError

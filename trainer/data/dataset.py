@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-Task = Literal["regression", "classification"]
+from trainer.data.task import Task
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare fields with torch.equal

@@ -9,7 +9,7 @@ from trainer.data.cifar import load_cifar
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataError
 from trainer.data.idx import load_mnist
-from trainer.data.npz import load_npz
+from trainer.data.prepare import load_npz
 from trainer.data.synthetic import load_synthetic
 from trainer.spec import (
     CifarData,

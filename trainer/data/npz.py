@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.dataset import Dataset, Task
 from trainer.data.errors import DataError
-from trainer.data.prepare import build_dataset
-from trainer.spec import MAX_INPUT_DIM, MAX_SAMPLES, _Split
+from trainer.data.task import Task
+from trainer.spec import MAX_INPUT_DIM, MAX_SAMPLES
 
 NPZ_KEYS = ("X", "y", "X_test", "y_test")
 MAX_CLASSES = 10_000
@@ -214,12 +213,4 @@ def inspect_npz(path: Path, *, max_bytes: int, max_uncompressed_bytes: int) -> N
         num_classes=a.num_classes,
         output_dim=a.num_classes if a.num_classes is not None else a.y.reshape(len(a.y), -1).shape[1],
         uncompressed_bytes=a.uncompressed_bytes,
-    )
-
-
-def load_npz(path: Path, split: _Split) -> Dataset:
-    """An .npz as a Dataset; test_fraction applies only when the file has no X_test of its own."""
-    a = read_npz(path, max_bytes=DEFAULT_MAX_BYTES, max_uncompressed_bytes=DEFAULT_MAX_UNCOMPRESSED_BYTES)
-    return build_dataset(
-        a.X, a.y, split, task=a.task, num_classes=a.num_classes, X_test=a.X_test, y_test=a.y_test
     )

@@ -6,10 +6,15 @@ order (limit, then split, then random labels), so the same spec gives the same D
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from trainer.data.dataset import Dataset, Task, identity_stats, standardization_stats, standardize
+from trainer.data.dataset import Dataset, identity_stats, standardization_stats, standardize
+from trainer.data.errors import DataError
+from trainer.data.npz import DEFAULT_MAX_BYTES, DEFAULT_MAX_UNCOMPRESSED_BYTES, read_npz
+from trainer.data.task import Task
 from trainer.spec import _Split
 
 
@@ -86,6 +91,8 @@ def build_dataset(
         train, test = split_indices(yt, split.test_fraction, g, stratify=task == "classification")
         X_tr, y_tr, X_te, y_te = Xt[train], yt[train], Xt[test], yt[test]
     else:
+        if y_test is None:
+            raise DataError("y_test", "missing: X_test and y_test come together")
         X_tr, y_tr = Xt, yt
         X_te, y_te = as_inputs(X_test), as_targets(y_test, task)
         total = len(X_tr) + len(X_te)
@@ -111,4 +118,12 @@ def build_dataset(
         num_classes=num_classes,
         x_mean=mean,
         x_std=std,
+    )
+
+
+def load_npz(path: Path, split: _Split) -> Dataset:
+    """An .npz as a Dataset; test_fraction applies only when the file has no X_test of its own."""
+    a = read_npz(path, max_bytes=DEFAULT_MAX_BYTES, max_uncompressed_bytes=DEFAULT_MAX_UNCOMPRESSED_BYTES)
+    return build_dataset(
+        a.X, a.y, split, task=a.task, num_classes=a.num_classes, X_test=a.X_test, y_test=a.y_test
     )

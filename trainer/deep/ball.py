@@ -4,19 +4,20 @@ ball of radius r around their initial values."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def distance_from(params: list[Tensor], init: list[Tensor]) -> Tensor:
+def distance_from(params: Sequence[Tensor], init: Sequence[Tensor]) -> Tensor:
     """||theta - theta_0||_2 over all tensors as one vector, summed in float64 (a 0-d tensor; no host sync)."""
-    diffs = torch._foreach_sub(params, init)
+    diffs = torch._foreach_sub(list(params), list(init))
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs, 2, dtype=torch.float64)))
 
 
 @torch.no_grad()
-def project_block_onto_ball_(params: list[Tensor], init: list[Tensor], radius: float,
+def project_block_onto_ball_(params: Sequence[Tensor], init: Sequence[Tensor], radius: float,
                              scratch: list[Tensor] | None = None) -> Tensor:
     """In place: theta <- theta_0 + (theta - theta_0) * min(1, r / ||theta - theta_0||), Algorithm 2's P_ball on
     the block's concatenated parameters. Returns the distance before projecting.

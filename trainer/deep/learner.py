@@ -24,7 +24,7 @@ from trainer.losses import loss_value
 from trainer.metrics import outer_weight_stats
 from trainer.projection import project_onto_v_set
 from trainer.schedule import lr_factor
-from trainer.shallow_learner import batch_seed
+from trainer.shallow.learner import batch_seed
 from trainer.spec import CifarData, JobSpec, ResNet18Model
 
 MODEL, INIT = "model.", "init."
@@ -56,20 +56,21 @@ class DeepLearner:
         self.cuda = device.type == "cuda"
         self.is_resnet = isinstance(spec.model, ResNet18Model)
         if self.cuda and self.is_resnet:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.autocast = spec.precision == "bf16" and self.cuda
 
         # Data stays on the host; each batch is gathered there and copied (pinned, non-blocking on CUDA).
         self.X, self.X_test = data.X_train, data.X_test
-        self.Y = self._targets(data.y_train, data.num_classes)
-        self.Y_test = self._targets(data.y_test, data.num_classes)
+        self.k = data.output_dim
+        self.Y = self._targets(data.y_train)
+        self.Y_test = self._targets(data.y_test)
         self.labels = data.y_train if self.classification else None
         self.labels_test = data.y_test if self.classification else None
         self.n = data.n_train
         self.augment = isinstance(spec.data, CifarData) and spec.data.augment
         o = spec.optim
         self.steps_per_epoch = deep_steps_per_epoch(self.n, o.batch_size, drop_single=self.is_resnet)
-        self.total_steps = o.iterations if o.iterations is not None else o.epochs * self.steps_per_epoch
+        self.total_steps = o.total_steps(self.steps_per_epoch)
         self._epoch_perm: tuple[int, Tensor] | None = None
 
         # The projected block: the paper's hidden layer W (MLP: last hidden layer; ResNet: block 4).
@@ -97,9 +98,9 @@ class DeepLearner:
         else:
             self.opt = torch.optim.SGD(groups, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
-    def _targets(self, y: Tensor, num_classes: int | None) -> Tensor:
+    def _targets(self, y: Tensor) -> Tensor:
         if self.classification and self.loss == "square":
-            return torch.nn.functional.one_hot(y, num_classes).to(torch.float32)  # square loss on one-hot
+            return torch.nn.functional.one_hot(y, self.k).to(torch.float32)  # square loss on one-hot
         return y
 
     def _to_device(self, t: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, hidden: list[int], out_features: int,
                  activation: Literal["relu", "tanh"], pairwise: bool) -> None:
         super().__init__()
+        self.in_features = in_features
         act = ACTIVATIONS[activation]
         widths = [in_features, *hidden]
         layers: list[nn.Module] = []

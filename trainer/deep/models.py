@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from trainer.data import DataError
@@ -53,7 +54,7 @@ def build_model(spec: JobSpec, input_shape: tuple[int, ...], out_features: int) 
     return model
 
 
-def model_for_tensors(spec: JobSpec, tensors: dict) -> DeepNet:  # type: ignore[type-arg]
+def model_for_tensors(spec: JobSpec, tensors: dict[str, torch.Tensor]) -> DeepNet:
     """The architecture a checkpoint's `model.*` tensors were saved from (input size and classes from shapes)."""
     if isinstance(spec.model, MLPModel):
         first = "model.body.0.weight" if len(spec.model.hidden) > 1 else "model.last.weight"

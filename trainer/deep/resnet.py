@@ -45,14 +45,17 @@ class PairedBatchNorm2d(nn.BatchNorm2d):
     """nn.BatchNorm2d (same parameters, buffers and update rule) applied to the two channel halves separately."""
 
     def forward(self, x: Tensor) -> Tensor:
+        mean, var, tracked, momentum = self.running_mean, self.running_var, self.num_batches_tracked, self.momentum
+        if mean is None or var is None or tracked is None or momentum is None:
+            raise ValueError("PairedBatchNorm2d keeps running statistics with a fixed momentum")
         if self.training:
-            self.num_batches_tracked.add_(1)
+            tracked.add_(1)
         h = self.num_features // 2
         halves = []
         for s in (slice(0, h), slice(h, None)):
             # Views of the running buffers: batch_norm updates them in place, so the module's buffers move.
-            halves.append(F.batch_norm(x[:, s], self.running_mean[s], self.running_var[s], self.weight[s],
-                                       self.bias[s], self.training, self.momentum, self.eps))
+            halves.append(F.batch_norm(x[:, s], mean[s], var[s], self.weight[s], self.bias[s], self.training,
+                                       momentum, self.eps))
         return torch.cat(halves, dim=1)
 
 

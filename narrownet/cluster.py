@@ -1,6 +1,6 @@
 """A narrownet deployment on loopback made of real processes that a test or a benchmark can kill by pid.
 
-Used by tests/reliability and bench/chaos.py:
+Used by the tests (tests/reliability) and the benchmarks (bench/chaos.py):
   RedisServer       a redis-server of our own on a free port, no persistence (killing it loses its messages)
   PostgresCluster   a throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, to stop and start
   Cluster           uvicorn (the API), Celery workers and the reconciler, sharing one environment
@@ -14,62 +14,16 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
+from narrownet.processes import free_port, http_ok, kill_group, start_process, stop_all, wait_until
 
 STARTUP_SECONDS = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; raise TimeoutError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(poll)
-
-
-def start_process(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    """Signal the process and everything in its group (a Celery worker's pool children too), then reap it."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
-def stop_gracefully(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    kill_group(process)  # also whatever the process left behind in its group
 
 
 class RedisServer:
@@ -231,10 +185,7 @@ class Cluster:
         return self.start(name, [sys.executable, "-m", "narrownet", "reconcile"])
 
     def api_up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200
-        except httpx.TransportError:
-            return False
+        return http_ok(f"{self.url}/healthz")
 
     def wait_api(self, timeout: float = STARTUP_SECONDS) -> None:
         wait_until(lambda: self._check_alive() or self.api_up(), timeout, "the API to answer /healthz", 0.1)
@@ -264,16 +215,7 @@ class Cluster:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every process at once (warm shutdown), then SIGKILL the groups of any that outlive the grace."""
         processes = [self.processes.pop(name) for name in list(self.processes)]
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            kill_group(process)
+        stop_all(processes, grace)
 
 
 def pid_of_lease(lease_owner: str | None) -> int | None:

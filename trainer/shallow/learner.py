@@ -20,7 +20,7 @@ from trainer.metrics import jacobian_sigma_min, outer_weight_stats
 from trainer.optim import adam_step_, sgd_step_
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.schedule import lr_factor
-from trainer.shallow import Workspace, backward, features, forward, outer_weights, outputs
+from trainer.shallow.net import Workspace, backward, features, forward, outer_weights, outputs
 from trainer.spec import MAX_SHALLOW_PARAMS, JobSpec, ShallowModel
 
 
@@ -50,9 +50,7 @@ def steps_per_epoch(n: int, batch_size: int | None) -> int:
 
 
 def total_steps(spec: JobSpec, n: int) -> int:
-    if spec.optim.iterations is not None:
-        return spec.optim.iterations
-    return spec.optim.epochs * steps_per_epoch(n, spec.optim.batch_size)  # type: ignore[operator]
+    return spec.optim.total_steps(steps_per_epoch(n, spec.optim.batch_size))
 
 
 def batch_seed(seed: int, epoch: int) -> int:
@@ -65,23 +63,23 @@ class ShallowLearner:
         if not isinstance(spec.model, ShallowModel):
             raise TypeError("ShallowLearner trains arch 'shallow' only")
         self.spec, self.grid, self.device = spec, grid, device
+        self.width = spec.model.width
         self.activation = spec.model.activation
         self.pairwise = spec.regime == "constrained"
         self.loss = spec.loss
         self.classification = data.task == "classification"
-        to = dict(device=device)
-        self.X = data.X_train.flatten(1).to(**to)
-        self.X_test = data.X_test.flatten(1).to(**to)
-        self.labels = data.y_train.to(**to) if self.classification else None
-        self.labels_test = data.y_test.to(**to) if self.classification else None
-        self.Y = self._targets(data.y_train, data.num_classes).to(**to)
-        self.Y_test = self._targets(data.y_test, data.num_classes).to(**to)
+        self.X = data.X_train.flatten(1).to(device)
+        self.X_test = data.X_test.flatten(1).to(device)
+        self.labels = data.y_train.to(device) if self.classification else None
+        self.labels_test = data.y_test.to(device) if self.classification else None
+        self.k = data.output_dim
+        self.Y = self._targets(data.y_train).to(device)
+        self.Y_test = self._targets(data.y_test).to(device)
         self.n, self.d = self.X.shape
-        self.k = data.num_classes if self.classification else data.y_train.shape[1]
         if self.loss == "cross_entropy" and not self.classification:
             raise DataError("loss", "cross_entropy needs integer class labels; this data is regression")
-        if spec.model.width * self.d > MAX_SHALLOW_PARAMS:
-            raise DataError("model.width", f"width x input dim = {spec.model.width * self.d} > {MAX_SHALLOW_PARAMS}")
+        if self.width * self.d > MAX_SHALLOW_PARAMS:
+            raise DataError("model.width", f"width x input dim = {self.width * self.d} > {MAX_SHALLOW_PARAMS}")
         self.total_steps = total_steps(spec, self.n)
         self.steps_per_epoch = steps_per_epoch(self.n, spec.optim.batch_size)
 
@@ -96,8 +94,8 @@ class ShallowLearner:
         self.zeta = c.zeta or 0.0
         self.gamma = c.gamma if c.gamma is not None else math.inf
 
-        W, v = init_batch(spec.regime, spec.model.width, self.d, self.k, grid.seed)
-        self.W, self.v = W.to(**to), v.to(**to)
+        W, v = init_batch(spec.regime, self.width, self.d, self.k, grid.seed)
+        self.W, self.v = W.to(device), v.to(device)
         self.W0 = self.W.clone()
         self.opt: dict[str, Tensor] = {}
         o = spec.optim
@@ -111,16 +109,14 @@ class ShallowLearner:
         self._epoch_index: tuple[int, Tensor] | None = None
         self._workspace = Workspace()
 
-    def _targets(self, y: Tensor, num_classes: int | None) -> Tensor:
-        if not self.classification:
+    def _targets(self, y: Tensor) -> Tensor:
+        if not self.classification or self.loss == "cross_entropy":
             return y
-        if self.loss == "cross_entropy":
-            return y
-        return torch.nn.functional.one_hot(y, num_classes).to(torch.float32)  # square loss on one-hot targets
+        return torch.nn.functional.one_hot(y, self.k).to(torch.float32)  # square loss on one-hot targets
 
     # ------------------------------------------------------------------------------------------ training step
     def _batch(self, step: int) -> tuple[Tensor, Tensor]:
-        b = self.spec.optim.batch_size
+        b = self.spec.optim.batch_size or self.n
         if self.steps_per_epoch == 1:
             return self.X, self.Y
         epoch, pos = divmod(step, self.steps_per_epoch)
@@ -158,7 +154,7 @@ class ShallowLearner:
     def _chunks(self, rows: int) -> list[slice]:
         # A step's activations are (C, m, rows) floats per buffer.  Past the CPU caches every elementwise pass runs
         # at DRAM speed, so configs go through the forward/backward in cache-sized groups (bench/RESULTS.md).
-        size = max(1, CHUNK_ELEMENTS // max(1, rows * self.spec.model.width))
+        size = max(1, CHUNK_ELEMENTS // max(1, rows * self.width))
         C = len(self.grid)
         return [slice(c, min(c + size, C)) for c in range(0, C, size)]
 
@@ -176,12 +172,12 @@ class ShallowLearner:
         out: dict[str, Tensor] = {}
         F = forward(self.X, self.W, self.v, self.activation, self.pairwise)
         out["train_loss"] = loss_value(F, self.Y, self.loss)
-        if self.classification:
+        if self.labels is not None:
             out["train_accuracy"] = accuracy(F, self.labels)
         if self.X_test.shape[0]:
             F_test = forward(self.X_test, self.W, self.v, self.activation, self.pairwise)
             out["test_loss"] = loss_value(F_test, self.Y_test, self.loss)
-            if self.classification:
+            if self.labels_test is not None:
                 out["test_accuracy"] = accuracy(F_test, self.labels_test)
         out["w_dist"] = torch.linalg.vector_norm((self.W - self.W0).flatten(1), dim=1)
         out["v_min"], out["v_ratio"] = outer_weight_stats(self.v)

@@ -13,8 +13,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from api.db.session import sqlalchemy_url
-from narrownet.settings import get_settings
+from core.db.session import sqlalchemy_url
+from core.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 

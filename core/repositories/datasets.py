@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.db.models import Dataset
+from core.db.models import Dataset
 
 
 def get_owned(session: Session, owner_id: str, dataset_id: str) -> Dataset | None:
@@ -20,3 +20,13 @@ def list_owned(session: Session, owner_id: str, *, limit: int, offset: int) -> t
     rows = session.scalars(stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)
                            .offset(offset))
     return rows.all(), total
+
+
+def owner_of(session: Session, dataset_id: str) -> str | None:
+    return session.scalar(select(Dataset.owner_id).where(Dataset.id == dataset_id))
+
+
+def add(session: Session, dataset: Dataset) -> Dataset:
+    session.add(dataset)
+    session.flush()
+    return dataset

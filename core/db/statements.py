@@ -1,0 +1,33 @@
+"""Statement helpers every repository shares: dialect-aware insert-or-ignore, and typed row counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.db.models import Base
+
+
+def rowcount(result: object) -> int:
+    """Rows an UPDATE/DELETE matched. Session.execute is typed as returning Result; for DML it returns a
+    CursorResult, which carries the count."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def insert_ignoring_conflicts(session: Session, model: type[Base], index_elements: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (index_elements) DO NOTHING for the session's dialect; add values and execute.
+
+    Settles concurrent inserts of one key inside the database (on PostgreSQL the loser waits for the winner's
+    commit), with no savepoint, which pysqlite mishandles.
+    """
+    dialect = session.get_bind().dialect.name
+    table = cast(Table, model.__table__)
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+    raise RuntimeError(f"database_url: unsupported database dialect {dialect!r}")

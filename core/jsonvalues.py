@@ -1,0 +1,20 @@
+"""JSON has no NaN or Infinity (PostgreSQL's JSON rejects them, strict parsers too): store and answer null.
+
+A missing value is honest; a fake number is not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every non-finite float, at any depth of dicts and lists, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value

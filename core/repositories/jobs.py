@@ -1,0 +1,296 @@
+"""Every query about jobs and what hangs off them (metric points, checkpoints, leases), for API and worker alike.
+
+Reads on behalf of a user are scoped to an owner. Worker writes are fenced: `UPDATE jobs ... WHERE id = :id AND
+attempt = :attempt AND status = 'running'`; a fenced write that matches no row means a newer attempt (or a final
+state set elsewhere, or the reconciler) owns the job. The lease predicate and the insert-or-ignore helper exist
+once, here, and claim, fencing and the reconciler's queries all use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.statements import insert_ignoring_conflicts, rowcount
+from core.jsonvalues import finite_or_none
+
+BATCH = 500  # jobs per kind per reconciler pass: bounds one transaction; a larger backlog takes more passes
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    status: JobStatus | None = None
+    regime: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs of a job it has claimed for one attempt."""
+
+    id: str
+    attempt: int
+    owner_id: str
+    spec: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def lease_over(now: datetime) -> ColumnElement[bool]:
+    """The job's lease has run out (or it never had one): the worker that held it is presumed dead."""
+    return or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+
+
+def gave_up_error(max_attempts: int) -> str:
+    return f"gave up after {max_attempts} attempts (worker lost each time)"
+
+
+# -------------------------------------------------------------------------------------------- owner reads
+def get_owned(session: Session, owner_id: str, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
+
+
+def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def count_queued(session: Session, owner_id: str) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED)
+    ) or 0
+
+
+def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
+    stmt = select(Job).where(Job.owner_id == owner_id)
+    if filters.status is not None:
+        stmt = stmt.where(Job.status == filters.status)
+    if filters.regime is not None:
+        stmt = stmt.where(Job.regime == filters.regime)
+    if filters.name is not None:
+        stmt = stmt.where(Job.name == filters.name)
+    return stmt
+
+
+def list_owned(session: Session, owner_id: str, filters: JobFilters, *, limit: int,
+               offset: int) -> tuple[Sequence[Job], int]:
+    """A page of the owner's jobs, newest first, and how many match in all."""
+    stmt = _filtered(owner_id, filters)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset))
+    return rows.all(), total
+
+
+def metric_points(session: Session, job_id: str, *, since_step: int | None, every: int,
+                  limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
+    """(step, values) in step order; `every` keeps every k-th point of the whole series.
+
+    Counting from the series' first point (not from `since_step`) keeps the kept points the same whether a
+    client reads everything at once or polls with since_step.
+    """
+    if every == 1:
+        stmt = select(MetricPoint.step, MetricPoint.values).where(MetricPoint.job_id == job_id)
+        if since_step is not None:
+            stmt = stmt.where(MetricPoint.step > since_step)
+        return [(r.step, r.values) for r in session.execute(stmt.order_by(MetricPoint.step).limit(limit))]
+    index = (func.row_number().over(order_by=MetricPoint.step) - 1).label("index")
+    series = (select(MetricPoint.step, MetricPoint.values, index)
+              .where(MetricPoint.job_id == job_id).subquery())
+    kept = select(series.c.step, series.c["values"]).where(series.c.index % every == 0)
+    if since_step is not None:
+        kept = kept.where(series.c.step > since_step)
+    return [(r.step, r.values) for r in session.execute(kept.order_by(series.c.step).limit(limit))]
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).limit(1)
+    )
+
+
+# ------------------------------------------------------------------------------------------ owner writes
+def add(session: Session, values: dict[str, Any]) -> Job:
+    """Insert a job row (no idempotency key) and return it."""
+    job = Job(**values)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def insert_unless_key_taken(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a job carrying an idempotency key; False when the owner already used the key."""
+    stmt = insert_ignoring_conflicts(session, Job, ["owner_id", "idempotency_key"])
+    # RETURNING, not rowcount: the driver may report -1 rows for an INSERT it did not count.
+    inserted = session.execute(stmt.values(**values).returning(Job.id)).scalar_one_or_none()
+    return inserted is not None
+
+
+def cancel_if_queued(session: Session, job_id: str, now: datetime) -> bool:
+    # Conditional, so a worker claiming the job at the same moment and this cancel cannot both win.
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(rowcount(result))
+
+
+def request_cancel_if_running(session: Session, job_id: str, now: datetime) -> bool:
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(rowcount(result))
+
+
+# ----------------------------------------------------------------------------------------- worker: claim
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    # Queued, or running under a lease that has run out (its worker died without finishing it).
+    return or_(Job.status == JobStatus.QUEUED, and_(Job.status == JobStatus.RUNNING, lease_over(now)))
+
+
+def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float,
+          max_attempts: int) -> ClaimedJob | None:
+    """Claim the job for a new attempt, or return None when there is nothing to run.
+
+    Conditional UPDATEs rather than read-then-write: on PostgreSQL the WHERE is re-checked after a concurrent
+    claimer commits, so only one wins; on SQLite the UPDATE takes the write lock up front, so there is no
+    read-to-write lock upgrade to fail.
+    """
+    now = utcnow()
+    base = update(Job).where(Job.id == job_id, _claimable(now))
+    finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
+
+    # A cancel that arrived while the job waited (or while its dead worker held it) is final.
+    if rowcount(session.execute(base.where(Job.cancel_requested.is_(True))
+                                .values(status=JobStatus.CANCELLED, **finished))):
+        return None
+    # A job whose every attempt died mid-run must not loop forever.
+    if rowcount(session.execute(base.where(Job.attempt >= max_attempts)
+                                .values(status=JobStatus.FAILED, error=gave_up_error(max_attempts), **finished))):
+        return None
+    claimed = session.execute(
+        base.values(
+            status=JobStatus.RUNNING,
+            attempt=Job.attempt + 1,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+    )
+    if not rowcount(claimed):
+        return None  # terminal, or live-leased by another worker: a duplicate delivery
+    row = session.execute(select(Job.attempt, Job.owner_id, Job.spec).where(Job.id == job_id)).one()
+    return ClaimedJob(id=job_id, attempt=row.attempt, owner_id=row.owner_id, spec=row.spec)
+
+
+# ------------------------------------------------------------------------------ worker: fenced writes
+def fenced_update(session: Session, job_id: str, attempt: int, **values: Any) -> bool:
+    """UPDATE the job only while `attempt` holds it (running); False when it no longer does."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
+        .values(updated_at=utcnow(), **values)
+    )
+    return rowcount(result) == 1
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def status_and_attempt(session: Session, job_id: str) -> tuple[JobStatus, int]:
+    row = session.execute(select(Job.status, Job.attempt).where(Job.id == job_id)).one()
+    return row.status, row.attempt
+
+
+def insert_metric_points(session: Session, job_id: str, attempt: int,
+                         points: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Store points at most once per (job, step): the steps a resumed attempt redoes are not stored twice."""
+    rows = [{"job_id": job_id, "step": s, "values": finite_or_none(v), "attempt": attempt} for s, v in points]
+    session.execute(insert_ignoring_conflicts(session, MetricPoint, ["job_id", "step"]), rows)
+
+
+def recorded_checkpoint_steps(session: Session, job_id: str) -> set[int]:
+    return set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)))
+
+
+def record_checkpoint(session: Session, job_id: str, attempt: int, *, step: int, relpath: str, sha256: str,
+                      size_bytes: int, final: bool) -> None:
+    """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all)."""
+    same = (Checkpoint.job_id == job_id, Checkpoint.sha256 == sha256, Checkpoint.step == step)
+    if final:
+        # The final checkpoint is usually the one just recorded by on_checkpoint: promote it.
+        if rowcount(session.execute(update(Checkpoint).where(*same).values(final=True))):
+            return
+    elif session.scalar(select(Checkpoint.id).where(*same, Checkpoint.attempt == attempt)):
+        return
+    session.execute(insert(Checkpoint).values(
+        job_id=job_id, step=step, attempt=attempt, sha256=sha256, size_bytes=size_bytes, final=final,
+        relpath=relpath, created_at=utcnow(),
+    ))
+
+
+# ------------------------------------------------------------------------------------------ reconciler
+def _orphaned(now: datetime) -> ColumnElement[bool]:
+    return and_(Job.status == JobStatus.RUNNING, lease_over(now))
+
+
+def _settle(session: Session, condition: ColumnElement[bool], **values: Any) -> list[tuple[str, str]]:
+    """UPDATE the jobs matching `condition`; return (id, queue) of those changed.
+
+    Rows another transaction holds are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL), so a pass never waits
+    on a worker's write, and two reconcilers never settle one job twice: the WHERE is checked again under
+    the lock.
+    """
+    chosen = (select(Job.id).where(condition).order_by(Job.created_at).limit(BATCH)
+              .with_for_update(skip_locked=True))
+    rows = session.execute(
+        update(Job).where(Job.id.in_(chosen.scalar_subquery()), condition).values(**values)
+        .returning(Job.id, Job.queue).execution_options(synchronize_session=False)
+    )
+    return [(r.id, r.queue) for r in rows]
+
+
+@dataclass
+class SettledOrphans:
+    cancelled: list[str]  # lease ran out with a cancel pending: a cancel is final
+    failed: list[str]  # lease ran out on the last attempt
+    requeued: list[tuple[str, str]]  # (id, queue): back to queued, to be sent again
+
+
+def settle_orphans(session: Session, now: datetime, *, max_attempts: int) -> SettledOrphans:
+    """Settle every running job whose lease has run out (up to BATCH of each kind)."""
+    orphaned = _orphaned(now)
+    finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now, "updated_at": now}
+    cancelled = _settle(session, and_(orphaned, Job.cancel_requested.is_(True)), status=JobStatus.CANCELLED,
+                        **finished)
+    failed = _settle(session, and_(orphaned, Job.attempt >= max_attempts), status=JobStatus.FAILED,
+                     error=gave_up_error(max_attempts), **finished)
+    requeued = _settle(session, orphaned, status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
+                       updated_at=now)
+    return SettledOrphans([i for i, _ in cancelled], [i for i, _ in failed], requeued)
+
+
+def stale_queued(session: Session, now: datetime, *, lease_seconds: float) -> list[tuple[str, str]]:
+    """(id, queue) of queued jobs nobody claimed for a lease: their message was lost or never sent."""
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
+               Job.updated_at < now - timedelta(seconds=lease_seconds))
+        .order_by(Job.created_at).limit(BATCH)
+    ).all()
+    return [(r.id, r.queue) for r in rows]
+
+
+def touch_queued(session: Session, job_ids: Sequence[str]) -> None:
+    """Restart the wait of re-sent jobs: each is sent again only if still unclaimed a lease from now."""
+    session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED)
+                    .values(updated_at=utcnow()).execution_options(synchronize_session=False))
