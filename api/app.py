@@ -20,6 +20,7 @@ from api.routes import datasets, docs, health, jobs
 from api.runtime import Runtime
 from core.db import migrate
 from core.settings import Settings, get_settings
+from trainer.spec import JobSpec
 
 
 def _embedded_upgrade(runtime: Runtime) -> None:
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.runtime = runtime
-    install_error_handlers(app)
+    install_error_handlers(app, body_models=(JobSpec,))
     # Added last = outermost: metrics see every answer, including a 413 from the size cap.
     app.add_middleware(BodySizeLimit, max_request_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_upload_bytes,

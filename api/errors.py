@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.suggestions import unknown_field_reason
+
 log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 FieldError = tuple[str, str]  # (dotted field path, reason)
 
@@ -149,8 +154,10 @@ def _walk_loc(loc: Sequence[Any], body: Any) -> list[str]:
     return parts
 
 
-def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None) -> list[FieldError]:
+def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None,
+                      body_models: tuple[type[BaseModel], ...] = ()) -> list[FieldError]:
     fields: list[FieldError] = []
+    listed: set[tuple[str, ...]] = set()  # objects whose allowed field names were already given
     for err in errors:
         message = str(err.get("msg", "invalid value"))
         if err.get("type") == "json_invalid":
@@ -164,6 +171,10 @@ def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None) -> 
             # The message carries the full path from the top of the body.
             fields.append((named.group(1), named.group(2)))
             continue
+        if err.get("type") == "extra_forbidden":
+            parent = tuple(parts[:-1])
+            message = unknown_field_reason(parts, body_models, list_allowed=parent not in listed) or message
+            listed.add(parent)
         fields.append((".".join(parts) or "body", message))
     return fields
 
@@ -205,10 +216,32 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
 MAX_REPORTED_FIELDS = 50
 
 
-async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    fields = validation_fields(errors[:MAX_REPORTED_FIELDS], exc.body)
+# A JSON body sent as text/plain (curl -d without -H) reaches validation as a string; say what to send instead.
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
+def _not_json(request: Request, errors: Sequence[Mapping[str, Any]]) -> JSONResponse | None:
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type or not any(e.get("type") in _NOT_AN_OBJECT and tuple(e.get("loc", ())) == ("body",)
+                                         for e in errors):
+        return None
+    reason = (f"send the body as JSON with the header 'Content-Type: application/json' (it came as "
+              f"{content_type.split(';')[0] or 'no content type'!r})")
+    return error_response(415, "unsupported_media_type", f"body: {reason}", [("body", reason)])
+
+
+def _request_validation(body_models: tuple[type[BaseModel], ...]) -> Handler:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        return _not_json(request, errors) or _validation_response(errors, exc.body, body_models)
+
+    return handle
+
+
+def _validation_response(errors: Sequence[Mapping[str, Any]], body: Any,
+                         body_models: tuple[type[BaseModel], ...]) -> JSONResponse:
+    fields = validation_fields(errors[:MAX_REPORTED_FIELDS], body, body_models)
     message = "; ".join(f"{field}: {reason}" for field, reason in fields)
     if len(errors) > MAX_REPORTED_FIELDS:
         message += f"; and {len(errors) - MAX_REPORTED_FIELDS} more errors"
@@ -236,10 +269,11 @@ async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, body_models: tuple[type[BaseModel], ...] = ()) -> None:
+    """`body_models`: the request body models, whose field names feed "did you mean" suggestions."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(RequestValidationError, _request_validation(body_models))
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

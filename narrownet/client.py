@@ -24,7 +24,9 @@ class ApiError(Exception):
         self.message = message
         self.fields = fields or []
         detail = "; ".join(f"{f.get('field')}: {f.get('reason')}" for f in self.fields)
-        super().__init__(f"{status_code} {code}: {message}" + (f" ({detail})" if detail else ""))
+        # A validation message already lists its fields; say each reason once.
+        extra = f" ({detail})" if detail and detail != message else ""
+        super().__init__(f"{status_code} {code}: {message}{extra}")
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
@@ -34,6 +36,18 @@ class ApiError(Exception):
                        error.get("fields"))
         except (ValueError, KeyError, TypeError):
             return cls(response.status_code, "http_error", response.text[:500])
+
+
+class NoApiKey(Exception):
+    """The API asked for a key and none was configured."""
+
+    def __init__(self) -> None:
+        super().__init__("no API key: set NARROWNET_API_KEY or pass --key (`make serve` prints one; "
+                         "`narrownet keys create NAME` makes another)")
+
+
+class AmbiguousId(Exception):
+    """A short id matched no job, or more than one."""
 
 
 class ChecksumMismatch(Exception):
@@ -48,6 +62,7 @@ def _seg(value: str) -> str:
 class NarrownetClient:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
+        self.has_key = bool(api_key)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=limits,
@@ -64,6 +79,8 @@ class NarrownetClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
+        if response.status_code == 401 and not self.has_key:
+            raise NoApiKey()
         if response.status_code >= 400:
             raise ApiError.from_response(response)
         return response
@@ -87,11 +104,25 @@ class NarrownetClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json("POST", "/v1/jobs", json=spec, headers=headers)
 
+    def resolve_job_id(self, id_or_prefix: str) -> str:
+        """The full id of the one job whose id starts with `id_or_prefix` (like git's short hashes)."""
+        if len(id_or_prefix) == 32:
+            return id_or_prefix
+        page = self.jobs(id_prefix=id_or_prefix, limit=10)
+        ids = [job["id"] for job in page["items"]]
+        if len(ids) == 1:
+            return str(ids[0])
+        if not ids:
+            raise AmbiguousId(f"no job id starts with {id_or_prefix!r}")
+        more = f" and {page['total'] - len(ids)} more" if page["total"] > len(ids) else ""
+        raise AmbiguousId(f"{id_or_prefix!r} matches {page['total']} jobs: {', '.join(ids)}{more}; "
+                          "give more characters")
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{_seg(job_id)}")
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
-        """GET /v1/jobs; filters: status, regime, name and the pagination parameters."""
+        """GET /v1/jobs; filters: status, regime, name, id_prefix and the pagination parameters."""
         return self._json("GET", "/v1/jobs", params={k: v for k, v in filters.items() if v is not None})
 
     def metrics(self, job_id: str, *, since_step: int | None = None,

@@ -6,18 +6,20 @@ artifacts) lives under NARROWNET_HOME. The children get the same settings throug
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from core.db.session import unit_of_work
 from core.settings import Settings
 from narrownet.processes import stop_all, wait_http
 
 KEY_FILE = "api_key"
+LOG_FILE = "serve.log"
+LOG_TAIL_LINES = 20
 SHUTDOWN_GRACE_SECONDS = 20.0
 
 
@@ -77,16 +79,22 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
         stopping = True
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    api = subprocess.Popen(api_command(host, port, settings.log_level), env=env)
-    worker = subprocess.Popen(worker_command("cpu,gpu", 1), env=env)
-    # The SQLite broker forgets a message once a worker takes it: only the reconciler brings back a job
-    # whose worker died.
-    reconciler = subprocess.Popen(reconciler_command(), env=env)
+    # The children's own banners and logs go to a file: the console keeps the few lines a user needs.
+    log_path = (settings.home / LOG_FILE).resolve()
+    with log_path.open("ab") as log:
+        def start(argv: list[str]) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        api = start(api_command(host, port, settings.log_level))
+        worker = start(worker_command("cpu,gpu", 1))
+        # The SQLite broker forgets a message once a worker takes it: only the reconciler brings back a job
+        # whose worker died.
+        reconciler = start(reconciler_command())
     children = [api, worker, reconciler]
     try:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         if wait_http(f"{url}/healthz", api):
-            print(banner(url, key), flush=True)
+            print(banner(url, key, log_path), flush=True)
         while not stopping and all(p.poll() is None for p in children):
             time.sleep(0.2)
     finally:
@@ -97,27 +105,22 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
         return 0
     died = next(p for p in children if p.returncode is not None)
     name = "API server" if died is api else "worker" if died is worker else "reconciler"
-    print(f"narrownet serve: the {name} exited with code {died.returncode}; stopped the rest",
-          file=sys.stderr)
+    tail = log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    print("\n".join([f"narrownet serve: the {name} exited with code {died.returncode}; stopped the rest. "
+                     f"The end of {log_path}:", *tail]), file=sys.stderr)
     return 1
 
 
-EXAMPLE_SPEC = {
-    "name": "hello", "regime": "constrained", "model": {"arch": "shallow", "width": 16},
-    "data": {"source": "synthetic", "n": 64, "d": 4},
-    "optim": {"name": "gd", "lr": 0.1, "momentum": 0.9, "iterations": 500},
-}
-
-
-def banner(url: str, key: str | None) -> str:
-    lines = [f"narrownet is up at {url}  (OpenAPI, with the key: {url}/openapi.json; Ctrl-C stops it)"]
+def banner(url: str, key: str | None, log_path: Path) -> str:
+    """What a user needs, printed last so nothing scrolls it away: where it runs, how to try it, the key."""
+    lines = [f"narrownet is up at {url}  (logs: {log_path}; Ctrl-C stops it)"]
     if key is not None:
-        auth = f'-H "Authorization: Bearer {key}"'
         lines += [
-            "Try:",
-            f"  curl -s {auth} -H 'Content-Type: application/json' \\\n"
-            f"       -d '{json.dumps(EXAMPLE_SPEC)}' {url}/v1/jobs",
-            f"  curl -s {auth} {url}/v1/jobs",
+            "Try (from the repository root):",
+            f"  export NARROWNET_API_KEY={key}",
+            "  .venv/bin/narrownet submit examples/constrained.json --wait",
+            f"  curl -s -H \"Authorization: Bearer $NARROWNET_API_KEY\" -H 'Content-Type: application/json' "
+            f"-d @examples/regular.json {url}/v1/jobs",
             "API key (stored in NARROWNET_HOME/api_key):",
             key,
         ]

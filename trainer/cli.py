@@ -6,6 +6,7 @@ Also runnable as `python -m trainer.cli` where only the trainer is installed.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from trainer.spec import JobSpec
 # commands share this CLI and should not pay torch's ~1.5 s import.
 
 app = typer.Typer(help="Train narrow networks in the paper's regular and constrained regimes.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the terminal width
 
 
 def fail(message: str) -> typer.Exit:
@@ -54,6 +55,8 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="run directory: checkpoints, metadata, metrics.jsonl"),
     data_dir: Path | None = typer.Option(None, help="local MNIST IDX / CIFAR python batches (narrownet passes "
                                                        "NARROWNET_DATA_DIR)"),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads (default: 1 for small nets, all cores for "
+                                                         "big ones)"),
 ) -> None:
     """Train one job; resumes if OUT already holds a checkpoint of the same spec."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -61,34 +64,53 @@ def train_command(
     from trainer.checkpoint import CheckpointError
     from trainer.data import DataError, load_data
     from trainer.loop import Callbacks, TrainingDiverged, train
+    from trainer.threads import step_macs
 
     class ProgressCallbacks(Callbacks):
         def __init__(self, progress: Progress, task: Any) -> None:
             self.progress, self.task = progress, task
 
         def on_start(self, total_steps: int, start_step: int) -> None:
+            if start_step >= total_steps:
+                self.progress.console.print(f"{out} already holds the finished run (step {start_step}); "
+                                            "nothing to train (use an empty --out to train again)")
+            elif start_step:
+                self.progress.console.print(f"resuming from step {start_step} of {total_steps} ({out})")
             self.progress.update(self.task, total=total_steps, completed=start_step)
 
         def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-            self.progress.update(self.task, completed=step, loss=metrics["train_loss"])
+            self.progress.update(self.task, completed=step, loss=f"loss {metrics['train_loss']:.4g}")
 
     spec = load_spec(spec_path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
+               TextColumn("{task.fields[loss]}"), TimeRemainingColumn())
     try:
         data = load_data(spec.data, data_dir=data_dir)
+        use_threads(threads, step_macs(spec, data.n_train, math.prod(data.input_shape), data.output_dim))
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task(spec.name, total=None, loss=float("nan"))
+            task = progress.add_task(spec.name, total=None, loss="")
             result = train(spec, out, callbacks=ProgressCallbacks(progress, task), data=data)
     except (DataError, CheckpointError, TrainingDiverged, RuntimeError) as e:
         raise fail(str(e)) from e
-    table = Table(title=f"{spec.name}: {result.status} at step {result.step}/{result.total_steps}")
+    Console().print(f"{spec.name}: {result.status} at step {result.step}/{result.total_steps}", highlight=False)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result.final_metrics.items():
         table.add_row(name, f"{value:.6g}")
     Console().print(table)
     Console().print(f"checkpoint: {result.checkpoint}")
+
+
+def use_threads(requested: int | None, macs_per_step: float) -> None:
+    """--threads if given, else what the problem's size calls for (trainer/threads.py)."""
+    import os
+
+    import torch
+
+    from trainer.threads import threads_for
+
+    torch.set_num_threads(requested or threads_for(macs_per_step, len(os.sched_getaffinity(0))))
 
 
 @app.command("predict")
@@ -121,7 +143,10 @@ def predict_command(
         raise fail(str(e)) from e
     summary: dict[str, Any] = {"n": int(F.shape[0]), "outputs": int(F.shape[1])}
     if "y" in arrays:
-        summary.update(score(ckpt, F, torch.from_numpy(arrays["y"])))
+        try:
+            summary.update(score(ckpt, F, torch.from_numpy(arrays["y"])))
+        except ValueError as e:
+            raise fail(str(e)) from e
     if out is not None:
         np.savez(out, predictions=F.numpy())
         summary["written"] = str(out)

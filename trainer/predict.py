@@ -17,6 +17,11 @@ def predict(ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
     if not isinstance(spec.model, ShallowModel):
         return _predict_deep(spec, ckpt, X)
     t = ckpt.tensors
+    expected = t["W"].shape[1]
+    # Checked before anything touches X: a wrong width must be this message, not a broadcasting error.
+    if X.ndim < 2 or X[0].numel() != expected:
+        got = X[0].numel() if X.ndim >= 2 else "1"
+        raise ValueError(f"X: {got} features per sample, the model expects {expected} (X must be (n, {expected}))")
     X = X.to(torch.float32)
     if t["x_mean"].ndim == 3 and X.ndim == 2:
         # Trained on images with per-channel statistics (C, 1, 1): view flat rows as (n, C, pixels) to apply them.
@@ -25,8 +30,6 @@ def predict(ckpt: Checkpoint, X: torch.Tensor) -> torch.Tensor:
     else:
         X = standardize(X, t["x_mean"], t["x_std"])
     X = X.flatten(1)
-    if X.shape[1] != t["W"].shape[1]:
-        raise ValueError(f"X: {X.shape[1]} features per sample, the model expects {t['W'].shape[1]}")
     with torch.no_grad():
         return forward(X, t["W"][None], t["v"][None], spec.model.activation, spec.regime == "constrained")[0]
 
@@ -41,15 +44,17 @@ def _predict_deep(spec: JobSpec, ckpt: Checkpoint, X: torch.Tensor) -> torch.Ten
     model.eval()  # BatchNorm from its running statistics
     if t["x_mean"].ndim == 3 and X.ndim != 4:  # per-channel statistics would broadcast wrongly over (n, d)
         raise ValueError(f"X: the model was trained on images (n, C, H, W), got shape {tuple(X.shape)}")
-    X = standardize(X.to(torch.float32), t["x_mean"], t["x_std"])
+    # Shapes are checked before standardizing: a wrong shape must be this message, not a broadcasting error.
     if isinstance(spec.model, ResNet18Model):
         channels = t["model.stem.0.weight"].shape[1]
         if X.ndim != 4 or X.shape[1] != channels:
             raise ValueError(f"X: resnet18 expects images (n, {channels}, H, W), got shape {tuple(X.shape)}")
     elif isinstance(model, MLP):
         features = model.in_features
-        if X.flatten(1).shape[1] != features:
-            raise ValueError(f"X: {X.flatten(1).shape[1]} features per sample, the model expects {features}")
+        if X.ndim < 2 or X.flatten(1).shape[1] != features:
+            raise ValueError(f"X: {X.flatten(1).shape[1] if X.ndim >= 2 else 1} features per sample, the model "
+                             f"expects {features}")
+    X = standardize(X.to(torch.float32), t["x_mean"], t["x_std"])
     with torch.no_grad():
         return torch.cat([model(X[i:i + 1024]) for i in range(0, len(X), 1024)]) if len(X) else model(X)
 
@@ -57,6 +62,8 @@ def _predict_deep(spec: JobSpec, ckpt: Checkpoint, X: torch.Tensor) -> torch.Ten
 def score(ckpt: Checkpoint, F: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """The checkpoint's loss (and accuracy, for integer labels) of predictions F (n, k) against targets y."""
     spec = JobSpec.model_validate(ckpt.meta["spec"])
+    if len(y) != len(F):
+        raise ValueError(f"y: {len(y)} targets for {len(F)} samples in X")
     if y.dtype.is_floating_point:
         return {"loss": float(loss_value(F[None], y.float().reshape(len(y), -1), "square")[0])}
     labels = y.long()

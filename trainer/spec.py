@@ -116,10 +116,18 @@ class NpzData(_Split):
 
 
 class DatasetRef(_Split):
-    """A dataset uploaded to the service (POST /v1/datasets)."""
+    """A dataset uploaded to the service (POST /v1/datasets), named by its id or by the name it was uploaded
+    with (the service resolves a name to the newest of the user's datasets so named and stores that id)."""
 
     source: Literal["dataset"]
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @model_validator(mode="after")
+    def _named(self) -> DatasetRef:
+        if self.id is None and self.name is None:
+            raise ValueError("data.id: give the dataset's id or its name")
+        return self
 
 
 DataSpec = Annotated[

@@ -16,7 +16,7 @@ class JobProgress:
     """
 
     def __init__(self, store: JobStore, *, flush_every: int, total_steps: int | None,
-                 heartbeat_seconds: float = 1.0, flush_seconds: float = 5.0) -> None:
+                 heartbeat_seconds: float = 1.0, flush_seconds: float = 1.0) -> None:
         self.store = store
         self.flush_every = flush_every
         self.total_steps = total_steps
@@ -50,7 +50,7 @@ class JobProgress:
         now = time.monotonic()
         if now - self._last_heartbeat >= self.heartbeat_seconds:
             self._last_heartbeat = now
-            # Batches are for fast training; a slow job still shows its progress within flush_seconds.
+            # Batches are for fast training; a client following a job still sees it move every flush_seconds.
             if self._pending and now - self._last_flush >= self.flush_seconds:
                 self.flush()
             self.cancel_requested = self.store.heartbeat()

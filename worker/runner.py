@@ -62,7 +62,7 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
     store = JobStore(sessions, job, lease_seconds=settings.lease_seconds,
                      artifact_dir=settings.resolved_artifact_dir)
     try:
-        return _train_claimed(job, store, settings)
+        status = _train_claimed(job, store, settings)
     except LeaseLost as exc:
         log.warning("%s; attempt %d stops without writing", exc, job.attempt)
         return None
@@ -70,13 +70,16 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
         log.warning("%s; attempt %d stops, and once its lease runs out the reconciler hands the job on",
                     exc, job.attempt)
         return None
+    log.info("job %s attempt %d: %s", job_id, job.attempt,
+             "queued again for another attempt" if status == JobStatus.QUEUED else status.value)
+    return status
 
 
 def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobStatus:
     progress: JobProgress | None = None
     try:
         spec = JobSpec.model_validate(job.spec)
-        dataset_path = store.dataset_path(spec.data.id) if isinstance(spec.data, DatasetRef) else None
+        dataset_path = store.dataset_path(_dataset_id(spec.data)) if isinstance(spec.data, DatasetRef) else None
         progress = JobProgress(store, flush_every=settings.metrics_flush_every,
                                total_steps=spec.optim.iterations)
         # The trainer resumes from the checkpoint in this directory when a previous attempt left one.
@@ -99,6 +102,13 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
     return JobStatus.CANCELLED
+
+
+def _dataset_id(ref: DatasetRef) -> str:
+    # The API stores the id it resolved a name to; a spec without one never passed through the API.
+    if ref.id is None:
+        raise LookupError(f"data.id: the job names dataset {ref.name!r} but carries no resolved id")
+    return ref.id
 
 
 def drop_unrecorded_checkpoints(run_dir: Path, recorded_steps: set[int]) -> None:

@@ -8,7 +8,7 @@ import socket
 
 import torch
 from celery import Task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from core.db.session import get_engine, get_sessionmaker
 from core.queue import TASK_NAME
@@ -24,6 +24,13 @@ _pool_size = 1  # set in the worker's main process, inherited by the pool childr
 def torch_threads(configured: int | None, pool_size: int, cores: int | None) -> int:
     """Intra-op threads for one pool process: the setting, else the cores shared out among the pool."""
     return configured or max(1, (cores or 1) // max(1, pool_size))
+
+
+@after_setup_logger.connect
+def _quiet_task_trace(**_: object) -> None:
+    # Celery's own line ("Task narrownet.run_job[<celery id>] succeeded in 0.5s: None") names neither the job nor
+    # its outcome; the runner logs "job <id> attempt <n>: <outcome>" instead.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 
 @worker_init.connect

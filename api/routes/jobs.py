@@ -62,12 +62,14 @@ def list_jobs(
     status: JobStatus | None = None,
     regime: Literal["regular", "constrained"] | None = None,
     name: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = None,
+    id_prefix: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$",
+                                           description="jobs whose id starts with this (short ids, like git)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobPage:
-    """Your jobs, newest first, filtered by status, regime and name."""
-    rows, total = jobs.list_jobs(session, key, JobFilters(status=status, regime=regime, name=name),
-                                 limit=limit, offset=offset)
+    """Your jobs, newest first, filtered by status, regime, name and id prefix."""
+    filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix)
+    rows, total = jobs.list_jobs(session, key, filters, limit=limit, offset=offset)
     now = utcnow()
     return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)
 

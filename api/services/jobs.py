@@ -19,7 +19,7 @@ from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
 from core.repositories.jobs import JobFilters
 from core.settings import Settings
-from trainer.spec import JobSpec
+from trainer.spec import DatasetRef, JobSpec, NpzData
 
 Enqueue = Callable[[str, str], None]
 
@@ -39,14 +39,26 @@ class Submission:
     created: bool  # False: an Idempotency-Key replay of an earlier submission
 
 
-def _check_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> None:
+def resolve_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> JobSpec:
+    """The spec as it will run: an uploaded dataset named by `name` gets the id of the owner's newest dataset
+    of that name (so the job keeps training on those bytes whatever is uploaded later); 422 when there is none."""
     data = spec.data
-    if data.source == "npz":
+    if isinstance(data, NpzData):
         raise InvalidInput([("data.source", "'npz' reads a path on the machine that runs it, which only the "
-                             "command line may do; upload the file with POST /v1/datasets and use "
-                             "{\"source\": \"dataset\", \"id\": ...}")])
-    if data.source == "dataset" and datasets_repo.get_owned(session, owner.id, data.id) is None:
-        raise InvalidInput([("data.id", f"no dataset {data.id!r}; upload one with POST /v1/datasets")])
+                             "command line may do; upload the file with POST /v1/datasets (or `narrownet "
+                             "datasets upload FILE --name NAME`) and use {\"source\": \"dataset\", \"name\": NAME}")])
+    if not isinstance(data, DatasetRef):
+        return spec
+    if data.id is not None:
+        if datasets_repo.get_owned(session, owner.id, data.id) is None:
+            raise InvalidInput([("data.id", f"no dataset with id {data.id!r}; `narrownet datasets list` shows "
+                                 "yours, or upload one with POST /v1/datasets")])
+        return spec
+    found = datasets_repo.newest_named(session, owner.id, str(data.name))
+    if found is None:
+        raise InvalidInput([("data.name", f"no dataset named {data.name!r}; upload one with `narrownet datasets "
+                             f"upload FILE --name {data.name}` (or POST /v1/datasets)")])
+    return spec.model_copy(update={"data": data.model_copy(update={"id": found.id})})
 
 
 def _replay(existing: Job, digest: str, key: str) -> Submission:
@@ -59,8 +71,9 @@ def _replay(existing: Job, digest: str, key: str) -> Submission:
 def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_key: str | None,
                settings: Settings, enqueue: Enqueue) -> Submission:
     """Record a queued job and arrange for it to be sent to its queue once the transaction commits."""
-    _check_data_source(session, owner, spec)
+    # The digest is of the spec as sent: a replay with the same body is the same job, whatever it resolved to.
     digest = request_hash(spec)
+    spec = resolve_data_source(session, owner, spec)
     if idempotency_key is not None:
         existing = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
         if existing is not None:

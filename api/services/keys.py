@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
@@ -43,3 +44,26 @@ def authenticate(session: Session, plaintext: str) -> ApiKey | None:
 
 def revoke_key(session: Session, key_id: str) -> bool:
     return repo.revoke(session, key_id)
+
+
+class KeyLookupError(LookupError):
+    """No live key, or more than one, matches what was given."""
+
+
+def list_keys(session: Session, *, revoked: bool) -> Sequence[ApiKey]:
+    return repo.list_all(session, include_revoked=revoked)
+
+
+def revoke_matching(session: Session, ident: str) -> ApiKey:
+    """Revoke the one live key whose id (or id prefix, or shown key prefix nn_...) is `ident`."""
+    ident = ident.strip()
+    if len(ident) < 4:
+        raise KeyLookupError("give at least 4 characters of the key's id or of the key (nn_...)")
+    found = repo.matching(session, ident, limit=2)
+    if not found:
+        raise KeyLookupError(f"no live key matches {ident!r} (`narrownet keys list` shows them)")
+    if len(found) > 1:
+        raise KeyLookupError(f"{ident!r} matches more than one key ({found[0].id}, {found[1].id}, ...); "
+                             "give more characters")
+    repo.revoke(session, found[0].id)
+    return found[0]

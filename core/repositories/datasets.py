@@ -14,6 +14,11 @@ def get_owned(session: Session, owner_id: str, dataset_id: str) -> Dataset | Non
     return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.owner_id == owner_id))
 
 
+def newest_named(session: Session, owner_id: str, name: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.owner_id == owner_id, Dataset.name == name)
+                          .order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(1))
+
+
 def list_owned(session: Session, owner_id: str, *, limit: int, offset: int) -> tuple[Sequence[Dataset], int]:
     stmt = select(Dataset).where(Dataset.owner_id == owner_id)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0

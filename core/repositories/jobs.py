@@ -28,6 +28,7 @@ class JobFilters:
     status: JobStatus | None = None
     regime: str | None = None
     name: str | None = None
+    id_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
         stmt = stmt.where(Job.regime == filters.regime)
     if filters.name is not None:
         stmt = stmt.where(Job.name == filters.name)
+    if filters.id_prefix is not None:
+        stmt = stmt.where(Job.id.startswith(filters.id_prefix, autoescape=True))
     return stmt
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections.abc import Sequence
+
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, utcnow
@@ -24,3 +26,21 @@ def add(session: Session, key: ApiKey) -> ApiKey:
     session.add(key)
     session.flush()
     return key
+
+
+def list_all(session: Session, *, include_revoked: bool) -> Sequence[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if not include_revoked:
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    return session.scalars(stmt).all()
+
+
+def matching(session: Session, ident: str, *, limit: int) -> Sequence[ApiKey]:
+    """Live keys whose id starts with `ident`, or whose shown prefix (nn_...) is `ident` or starts with it."""
+    stmt = select(ApiKey).where(ApiKey.revoked_at.is_(None))
+    if ident.startswith("nn_"):
+        stmt = stmt.where(or_(ApiKey.prefix.startswith(ident, autoescape=True),
+                              func.substr(ident, 1, func.length(ApiKey.prefix)) == ApiKey.prefix))
+    else:
+        stmt = stmt.where(ApiKey.id.startswith(ident, autoescape=True))
+    return session.scalars(stmt.limit(limit)).all()

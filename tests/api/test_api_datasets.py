@@ -58,6 +58,23 @@ class TestUpload:
                                     json={**SPEC, "data": {"source": "dataset", "id": dataset["id"]}})
         assert job.status_code == 201, job.text
 
+    async def test_a_spec_names_a_dataset_and_the_job_keeps_its_id(self, api: Api) -> None:
+        user = api.new_user()
+        older = (await api.client.post("/v1/datasets", files={"file": ("a.npz", regression())},
+                                       data={"name": "shared"}, headers=user)).json()
+        newer = (await api.client.post("/v1/datasets", files={"file": ("b.npz", regression(n=20))},
+                                       data={"name": "shared"}, headers=user)).json()
+        named = {**SPEC, "data": {"source": "dataset", "name": "shared"}}
+        job = await api.client.post("/v1/jobs", json=named, headers=user)
+        assert job.status_code == 201, job.text
+        assert job.json()["spec"]["data"]["id"] == newer["id"] != older["id"]
+        # Another user's dataset of that name is not theirs to use.
+        stranger = await api.client.post("/v1/jobs", json=named, headers=api.new_user("stranger"))
+        assert stranger.status_code == 422
+        assert "no dataset named 'shared'" in stranger.json()["error"]["fields"][0]["reason"]
+        neither = await api.client.post("/v1/jobs", json={**SPEC, "data": {"source": "dataset"}}, headers=user)
+        assert neither.status_code == 422 and "data.id" in neither.text
+
     async def test_classification_and_default_name(self, api: Api) -> None:
         data = npz(X=np.ones((10, 1, 2, 2), dtype=np.uint8), y=np.arange(10, dtype=np.int64) % 3)
         response = await api.client.post("/v1/datasets", files={"file": ("../../etc/pa ss.npz", data)},

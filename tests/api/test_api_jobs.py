@@ -143,6 +143,25 @@ class TestBadSpecs:
         assert response.status_code == 422
         assert list(fields(response)) == ["model.depth"]
 
+    async def test_a_typo_suggests_the_field_and_lists_those_allowed(self, api: Api) -> None:
+        optim = {"name": "gd", "lr_hiden": 0.1, "lr_outer": 0.1, "iterations": 10}
+        response = await api.client.post("/v1/jobs", json=spec(optim=optim), headers=api.new_user())
+        assert response.status_code == 422
+        reason = fields(response)["optim.lr_hiden"]
+        assert "did you mean 'lr_hidden'?" in reason and "lr_outer" in reason and "Extra inputs" not in reason
+        # In a tagged union (the model archs) the names of the arch in question are known too.
+        response = await api.client.post("/v1/jobs", json=spec(model={"arch": "shallow", "widht": 4}),
+                                         headers=api.new_user())
+        assert "did you mean 'width'?" in fields(response)["model.widht"]
+
+    async def test_a_body_that_is_not_declared_json_says_to_declare_it(self, api: Api) -> None:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            response = await api.client.post("/v1/jobs", content=json.dumps(SPEC).encode(),
+                                             headers={**api.new_user(), "Content-Type": content_type})
+            assert response.status_code == 415, response.text
+            assert "Content-Type: application/json" in fields(response)["body"]
+            assert "valid dictionary" not in response.text
+
     async def test_malformed_json(self, api: Api) -> None:
         response = await api.client.post("/v1/jobs", content=b'{"name": "x",', headers={
             **api.new_user(), "Content-Type": "application/json"})
@@ -245,6 +264,17 @@ class TestRead:
         seen = [j["id"] for p in (first, second, last) for j in p["items"]]
         assert sorted(seen) == sorted(ids) and len(last["items"]) == 1
         assert seen == [j["id"] for j in everything["items"]]  # pages are slices of one order
+
+    async def test_short_id_prefixes_find_jobs(self, api: Api) -> None:
+        user, other = api.new_user(), api.new_user("other")
+        job = (await api.client.post("/v1/jobs", json=SPEC, headers=user)).json()
+        await api.client.post("/v1/jobs", json=SPEC, headers=other)
+        found = (await api.client.get("/v1/jobs", params={"id_prefix": job["id"][:6]}, headers=user)).json()
+        assert [j["id"] for j in found["items"]] == [job["id"]]
+        theirs = (await api.client.get("/v1/jobs", params={"id_prefix": job["id"][:6]}, headers=other)).json()
+        assert job["id"] not in [j["id"] for j in theirs["items"]]
+        bad = await api.client.get("/v1/jobs", params={"id_prefix": "x%"}, headers=user)
+        assert bad.status_code == 422 and "id_prefix" in str(bad.json())
 
     async def test_bad_list_parameters(self, api: Api) -> None:
         user = api.new_user()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,10 +52,11 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def cli(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 120.0, check: bool = True,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the `narrownet` command against this stack."""
-        result = subprocess.run([str(VENV_BIN / "narrownet"), *args], env=self.env, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run([str(VENV_BIN / "narrownet"), *args], env={**self.env, **(env_extra or {})},
+                                capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"narrownet {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
@@ -109,3 +111,27 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                                "--hostname", f"e2e-{request.param}-{port}@%h"])
         stack.wait_until_up()
         yield stack
+
+
+@pytest.fixture(scope="module")
+def keys(stack: Stack) -> dict[str, str]:
+    return {"alice": stack.create_key("alice"), "bob": stack.create_key("bob")}
+
+
+@pytest.fixture
+def alice(stack: Stack, keys: dict[str, str]):
+    with stack.client(keys["alice"]) as client:
+        yield client
+
+
+@pytest.fixture
+def bob(stack: Stack, keys: dict[str, str]):
+    with stack.client(keys["bob"]) as client:
+        yield client
+
+
+def shallow_spec(name: str, regime: str, data: dict[str, Any], *, iterations: int = 300,
+                 **extra: Any) -> dict[str, Any]:
+    return {"name": name, "regime": regime, "model": {"arch": "shallow", "width": 12, "activation": "tanh"},
+            "data": data, "optim": {"name": "gd", "lr": 0.05, "momentum": 0.9, "iterations": iterations},
+            "metrics_every": 50, "checkpoint_every": 100, **extra}

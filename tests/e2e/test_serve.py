@@ -62,6 +62,12 @@ def test_serve_runs_a_job_stops_cleanly_on_sigterm_and_reuses_its_key(tmp_path: 
                                  "optim": {"name": "gd", "lr": 0.1, "iterations": 100}})
             assert client.wait(job["id"], timeout=120, poll_interval=0.2)["status"] == "succeeded"
         assert (home / "artifacts" / "jobs" / job["id"]).is_dir()
+        # The children's banners and logs went to serve.log; the console kept the banner, key last.
+        console = sorted(tmp_path.glob("serve-*.out"))[0].read_text()
+        assert "celery@" not in console and "Uvicorn running" not in console
+        assert console.strip().splitlines()[-1] == key and str(home / "serve.log") in console
+        assert "Uvicorn running" in (home / "serve.log").read_text()
+        assert f"job {job['id']} attempt 1: succeeded" in (home / "serve.log").read_text()
         children = children_of(process.pid)
         assert len(children) == 3  # the API server, the worker and the reconciler
 

@@ -18,29 +18,12 @@ import pytest
 from safetensors.numpy import load_file
 
 from narrownet.client import ApiError, NarrownetClient
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, shallow_spec
 
 pytestmark = pytest.mark.service
 
 JOB_DEADLINE = 120.0
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda h: np.maximum(h, 0.0)}
-
-
-@pytest.fixture(scope="module")
-def keys(stack: Stack) -> dict[str, str]:
-    return {"alice": stack.create_key("alice"), "bob": stack.create_key("bob")}
-
-
-@pytest.fixture
-def alice(stack: Stack, keys: dict[str, str]):
-    with stack.client(keys["alice"]) as client:
-        yield client
-
-
-@pytest.fixture
-def bob(stack: Stack, keys: dict[str, str]):
-    with stack.client(keys["bob"]) as client:
-        yield client
 
 
 def regression_npz(path: Path, n: int = 48, n_test: int = 16, d: int = 5) -> dict[str, np.ndarray]:
@@ -51,13 +34,6 @@ def regression_npz(path: Path, n: int = 48, n_test: int = 16, d: int = 5) -> dic
               "y_test": rng.normal(size=n_test).astype(np.float32)}
     np.savez(path, **arrays)
     return arrays
-
-
-def shallow_spec(name: str, regime: str, data: dict[str, Any], *, iterations: int = 300,
-                 **extra: Any) -> dict[str, Any]:
-    return {"name": name, "regime": regime, "model": {"arch": "shallow", "width": 12, "activation": "tanh"},
-            "data": data, "optim": {"name": "gd", "lr": 0.05, "momentum": 0.9, "iterations": iterations},
-            "metrics_every": 50, "checkpoint_every": 100, **extra}
 
 
 def wait_for_status(client: NarrownetClient, job_id: str, statuses: set[str], *, also=lambda job: True,
@@ -117,11 +93,11 @@ class TestTraining:
         (tmp_path / "spec.json").write_text(json.dumps(spec))
         key = ["--key", keys["alice"]]
 
-        submitted = stack.cli("submit", str(tmp_path / "spec.json"), "--wait", *key)
+        submitted = stack.cli("submit", str(tmp_path / "spec.json"), "--wait", "--json", *key)
         job = json.loads(submitted.stdout)
         assert job["status"] == "succeeded" and job["step"] == 200
 
-        status = json.loads(stack.cli("status", job["id"], *key).stdout)
+        status = json.loads(stack.cli("status", job["id"], "--json", *key).stdout)
         assert status["id"] == job["id"] and status["final_metrics"] == job["final_metrics"]
         series = json.loads(stack.cli("metrics", job["id"], "--json", *key).stdout)
         assert [p["step"] for p in series["points"]] == [0, 50, 100, 150, 200]
@@ -132,7 +108,7 @@ class TestTraining:
 
         regression_npz(tmp_path / "cli.npz")
         uploaded = json.loads(stack.cli("datasets", "upload", str(tmp_path / "cli.npz"), "--name", "cli-data",
-                                        *key).stdout)
+                                        "--json", *key).stdout)
         datasets = json.loads(stack.cli("datasets", "list", "--json", *key).stdout)
         assert uploaded["name"] == "cli-data" and uploaded["id"] in {d["id"] for d in datasets["items"]}
 

@@ -80,3 +80,63 @@ def test_sweep_command_prints_every_config(tmp_path, make_spec):
     assert out.exit_code == 0, out.output
     rows = json.loads((tmp_path / "r.json").read_text())
     assert len(rows) == 4 and {r["lr_hidden"] for r in rows} == {0.1, 0.2}
+
+
+def test_predict_with_the_wrong_number_of_features_is_one_clear_error(tmp_path, make_spec):
+    spec_path = _write(tmp_path, "spec.json", make_spec(optim={"iterations": 20}).model_dump(mode="json"))
+    assert runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run")]).exit_code == 0
+    ckpt = latest_checkpoint(tmp_path / "run")
+    width = ckpt.tensors["W"].shape[1]
+    np.savez(tmp_path / "wide.npz", X=np.ones((5, width + 3), np.float32))
+    out = runner.invoke(app, ["predict", str(ckpt.path), str(tmp_path / "wide.npz")])
+    assert out.exit_code == 2
+    assert f"X: {width + 3} features per sample, the model expects {width}" in out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)  # no traceback
+    np.savez(tmp_path / "short_y.npz", X=np.ones((5, width), np.float32), y=np.ones(3, np.float32))
+    out = runner.invoke(app, ["predict", str(ckpt.path), str(tmp_path / "short_y.npz")])
+    assert out.exit_code == 2 and "y: 3 targets for 5 samples" in out.output
+
+
+def test_a_rerun_says_it_resumes_and_a_finished_run_says_there_is_nothing_to_do(tmp_path, make_spec):
+    from tests.trainer.stop_after import StopAfter
+    from trainer.loop import train
+
+    spec = make_spec(optim={"iterations": 100}, metrics_every=10, checkpoint_every=20)
+    spec_path = _write(tmp_path, "spec.json", spec.model_dump(mode="json"))
+    stopped = train(spec, tmp_path / "run", callbacks=StopAfter(40))
+    assert stopped.status == "stopped"
+    resumed = runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run")])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming from step {stopped.step} of 100" in resumed.output
+    again = runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run")])
+    assert again.exit_code == 0, again.output
+    assert "already holds the finished run (step 100)" in again.output and "nan" not in again.output
+    assert "train_loss" in again.output  # the summary still shows the finished run's metrics
+
+
+def test_threads_follow_the_size_of_a_step():
+    from trainer.spec import JobSpec
+    from trainer.threads import SMALL_STEP_MACS, step_macs, threads_for
+
+    small = JobSpec.model_validate({"regime": "regular", "model": {"arch": "shallow", "width": 40},
+                                    "data": {"source": "synthetic", "n": 200, "d": 20},
+                                    "optim": {"name": "gd", "lr": 0.1, "iterations": 10}})
+    assert threads_for(step_macs(small, 200, 20, 1), cores=8) == 1
+    big = small.model_copy(update={"model": small.model.model_copy(update={"width": 2000})})
+    assert step_macs(big, 20_000, 500, 1) > SMALL_STEP_MACS
+    assert threads_for(step_macs(big, 20_000, 500, 1), cores=8) == 8
+
+
+def test_train_takes_an_explicit_thread_count(tmp_path, make_spec):
+    import torch
+
+    spec_path = _write(tmp_path, "spec.json", make_spec(optim={"iterations": 5}).model_dump(mode="json"))
+    before = torch.get_num_threads()
+    try:
+        out = runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run"), "--threads", "2"])
+        assert out.exit_code == 0, out.output
+        assert torch.get_num_threads() == 2
+        out = runner.invoke(app, ["train", str(spec_path), "--out", str(tmp_path / "run2")])
+        assert torch.get_num_threads() == 1  # a tiny net: one thread by default
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,31 @@
+"""The `narrownet` command: the trainer's commands, the API client commands, and the service's processes.
+
+One module per group of commands: jobs.py (submit, status, list, ...), datasets.py, keys.py, service.py (serve,
+worker, reconcile, db); the trainer's own train/predict/sweep come from trainer.cli.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from core.settings import get_settings
+from narrownet.cli import datasets, jobs, keys, service
+from trainer.cli import app as trainer_app
+
+app = typer.Typer(name="narrownet", no_args_is_help=True, add_completion=False,
+                  help="Train narrow neural networks: locally, or as jobs on a narrownet service.")
+app.add_typer(trainer_app)
+app.add_typer(jobs.app)
+app.add_typer(service.app)
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(keys.app, name="keys")
+app.add_typer(service.db_app, name="db")
+
+
+@app.callback()
+def _service_defaults(ctx: typer.Context) -> None:
+    """Train narrow neural networks: locally, or as jobs on a narrownet service."""
+    # The trainer's CLI reads no service settings; the data directory is handed to it here.
+    data_dir = get_settings().data_dir
+    if data_dir is not None:
+        ctx.default_map = {**(ctx.default_map or {}), "train": {"data_dir": str(data_dir)}}
