@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         description="longest a request or write waits for the database (a pooled connection, SQLite's write "
                     "lock) before giving up: the API answers 503 database_busy with Retry-After")
     api_db_concurrency: int = Field(
-        default=8, ge=1, le=64,
+        default=8, ge=1, le=32,
         description="requests of one API process that use the database at once; the rest wait their turn")
 
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
