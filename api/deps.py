@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -25,21 +26,46 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
     """The request's session and its one commit: after the handler, before the response is sent.
 
+    At most `api_db_concurrency` requests of this process hold a session at once; the rest wait here, on the
+    event loop, holding no thread and no connection (at most database_busy_timeout_seconds, then 503
+    database_busy). Fewer threads at the database means shorter turns at SQLite's write lock and at the GIL.
     Work registered with core.db.hooks (enqueueing a job) runs only once the commit has succeeded.
     """
-    session = runtime.sessions()
+    async with runtime.database_turn():
+        session = runtime.sessions()
+        try:
+            yield session
+        except BaseException:
+            await _in_thread(_roll_back, session)
+            raise
+        else:
+            await _in_thread(_commit, session)
+
+
+async def _in_thread(end: Callable[[Session], None], session: Session) -> None:
+    # Shielded: a client that hangs up must not leave the transaction (and SQLite's write lock) open. A
+    # limiter of its own: ending a transaction never queues behind threads that wait to begin one.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(end, session, limiter=anyio.CapacityLimiter(1))
+
+
+def _commit(session: Session) -> None:
     try:
-        yield session
         session.commit()
     except BaseException:
+        _roll_back(session)
+        raise
+    run_after_commit(session)
+    session.close()
+
+
+def _roll_back(session: Session) -> None:
+    try:
         session.rollback()
         run_after_rollback(session)
-        raise
-    else:
-        run_after_commit(session)
     finally:
         session.close()
 

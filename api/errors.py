@@ -17,11 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.suggestions import unknown_field_reason
+from core.db import errors as db_errors
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,19 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "service_unavailable"
 
 
+# Contention clears in moments; an outage (a restart) takes longer.
+BUSY_RETRY_AFTER_SECONDS, UNAVAILABLE_RETRY_AFTER_SECONDS = 1, 5
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """Every turn at the database was taken for longer than we wait: contention, not an outage."""
+
+    code = "database_busy"
+
+    def __init__(self, message: str = "the database is busy with other requests; retry shortly") -> None:
+        super().__init__(message, headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)})
+
+
 # ------------------------------------------------------------------------------------ validation errors
 # The spec's model validators put the field in the message ("model.width: ... must be even"), since a
 # model-level check has no `loc` of its own; pydantic prefixes such messages with "Value error, ".
@@ -180,10 +194,6 @@ def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None,
 
 
 # ---------------------------------------------------------------------------------------------- handlers
-def _is_connection_error(exc: DBAPIError) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError)) or bool(exc.connection_invalidated)
-
-
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
@@ -256,10 +266,14 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database refused a value: %s", exc)
         return error_response(422, "validation_error", "a value in the request cannot be stored "
                               "(out of range, or text containing NUL)", [("body", "value refused by the database")])
-    if isinstance(exc, PoolTimeoutError) or _is_connection_error(exc):
-        log.warning("database unavailable: %s", exc)
+    if db_errors.is_busy(exc):
+        log.warning("database busy: %s", db_errors.describe(exc))
+        busy = DatabaseBusy()
+        return error_response(busy.status, busy.code, busy.message, headers=busy.headers)
+    if db_errors.is_unavailable(exc):
+        log.warning("database unavailable: %s", db_errors.describe(exc))
         return error_response(503, "database_unavailable", "the database is unreachable; retry shortly",
-                              headers={"Retry-After": "5"})
+                              headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
     log.exception("database error")
     return error_response(500, "internal_error", "internal error")
 

@@ -7,12 +7,16 @@ process-global configuration. Making the engine does not connect; the first requ
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import anyio
 from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
 from core.db.session import make_engine
@@ -29,18 +33,36 @@ class Runtime:
     sessions: sessionmaker[Session]
     celery: Celery
     limiter: Limiter
+    turns: anyio.Semaphore
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.resolved_database_url)
+        busy_timeout = settings.database_busy_timeout_seconds
+        # A connection for every request's turn, and spares for the readiness probe.
+        engine = make_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
+                             pool_size=settings.api_db_concurrency + 4)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessionmaker(bind=engine, expire_on_commit=False),
-            celery=make_celery(settings.resolved_broker_url),
+            celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
             limiter=make_limiter(settings),
+            turns=anyio.Semaphore(settings.api_db_concurrency),
         )
+
+    @asynccontextmanager
+    async def database_turn(self) -> AsyncIterator[None]:
+        """One of api_db_concurrency turns at the database, waited for at most database_busy_timeout_seconds."""
+        try:
+            with anyio.fail_after(self.settings.database_busy_timeout_seconds):
+                await self.turns.acquire()
+        except TimeoutError:
+            raise DatabaseBusy() from None
+        try:
+            yield
+        finally:
+            self.turns.release()
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Count a new job and send it to its queue. Called only after the job's row has committed.

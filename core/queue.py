@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from core.db import sqlite
 from trainer.spec import JobSpec
 
 TASK_NAME = "narrownet.run_job"
@@ -27,17 +28,19 @@ def queue_for(spec: JobSpec) -> str:
     return "gpu" if spec.model.arch == "resnet18" else "cpu"
 
 
-def _transport_options(broker_url: str) -> dict[str, object]:
+def _transport_options(broker_url: str, busy_timeout: float) -> dict[str, object]:
     if broker_url.startswith("sqla+sqlite"):
-        # kombu hands these to create_engine: the API and the worker share one SQLite file, so wait for its
-        # lock rather than fail with "database is locked".
-        return {"connect_args": {"timeout": 30}}
+        # kombu hands these to create_engine. The API, the worker and the reconciler share one SQLite file:
+        # WAL, BEGIN IMMEDIATE behind a per-process lock, and a bounded wait for the lock, as for our own
+        # database (core/db/sqlite.py); a send that still cannot get in fails, and the reconciler sends again.
+        return {"connect_args": sqlite.connect_args(busy_timeout), "pool_timeout": busy_timeout}
     if broker_url.startswith(("redis://", "rediss://")):
         return {"socket_connect_timeout": 5}
     return {}
 
 
-def make_celery(broker_url: str, *, include: Sequence[str] = ()) -> Celery:
+def make_celery(broker_url: str, *, include: Sequence[str] = (),
+                busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_SECONDS) -> Celery:
     """A Celery app on `broker_url`; the worker passes the task modules it serves in `include`."""
     app = Celery("narrownet", broker=broker_url, include=list(include))
     app.conf.update(
@@ -60,7 +63,7 @@ def make_celery(broker_url: str, *, include: Sequence[str] = ()) -> Celery:
         broker_connection_retry_on_startup=True,
         # Bounded broker I/O: a send that cannot reach the broker fails instead of hanging a request.
         broker_connection_timeout=5,
-        broker_transport_options=_transport_options(broker_url),
+        broker_transport_options=_transport_options(broker_url, busy_timeout),
         worker_send_task_events=False,
     )
     return app

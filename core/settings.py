@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(default=None, description="checkpoints; default: home/artifacts")
     data_dir: Path | None = Field(default=None, description="local MNIST IDX / CIFAR python batches")
 
+    database_busy_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=30,
+        description="longest a request or write waits for the database (a pooled connection, SQLite's write "
+                    "lock) before giving up: the API answers 503 database_busy with Retry-After")
+    api_db_concurrency: int = Field(
+        default=8, ge=1, le=32,
+        description="requests of one API process that use the database at once; the rest wait their turn")
+
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     max_upload_uncompressed_bytes: int = Field(
         default=1024 * 1024 * 1024, ge=1024,

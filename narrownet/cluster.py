@@ -1,9 +1,10 @@
 """A narrownet deployment on loopback made of real processes that a test or a benchmark can kill by pid.
 
-Used by the tests (tests/reliability) and the benchmarks (bench/chaos.py):
+Used by the tests (tests/reliability) and the benchmarks (bench/chaos.py, bench/bench_embedded_load.py):
   RedisServer       a redis-server of our own on a free port, no persistence (killing it loses its messages)
   PostgresCluster   a throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, to stop and start
   Cluster           uvicorn (the API), Celery workers and the reconciler, sharing one environment
+  Serve             `narrownet serve --print-key`, the embedded default, started as a user starts it
 
 Every process runs in its own session (process group) and is stopped by pid; nothing here touches a server it
 did not start.
@@ -224,3 +225,49 @@ def pid_of_lease(lease_owner: str | None) -> int | None:
         return None
     parts = lease_owner.split(":")
     return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+
+
+SERVE_KEY_LINE = "API key (stored in NARROWNET_HOME/api_key):"
+
+
+class Serve:
+    """`narrownet serve --print-key` under `home` (SQLite database and broker), its output appended to a log."""
+
+    def __init__(self, home: Path, settings: dict[str, str] | None = None) -> None:
+        self.home, self.port = home, free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+        self.env.update({**(settings or {}), "NARROWNET_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home.parent / "serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.home / 'narrownet.db'}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def start(self) -> str:
+        """Start serve; return the key it prints once the API answers."""
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "narrownet", "serve", "--port", str(self.port), "--print-key"],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def printed_key() -> str | None:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"narrownet serve exited:\n{self.log_text()[-3000:]}")
+            text = self.log.read_bytes()[offset:].decode(errors="replace")
+            return text.split(SERVE_KEY_LINE)[1].split()[0] if SERVE_KEY_LINE in text else None
+
+        return str(wait_until(printed_key, STARTUP_SECONDS, "narrownet serve to print its key", 0.1))
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.process is not None:
+            stop_all([self.process], grace)
+            self.process = None

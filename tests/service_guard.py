@@ -62,12 +62,31 @@ def temporary_postgres_database(prefix: str = "narrownet_test") -> Iterator[str]
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def empty_redis_db() -> int:
-    """A Redis database number no one is using right now (other sessions use their own)."""
+CLAIM_KEY = "narrownet:test-claim"
+CLAIM_SECONDS = 6 * 3600  # a claim outlives any test session; a crashed session's claim expires on its own
+
+
+@contextmanager
+def redis_database() -> Iterator[int]:
+    """Claim a Redis database number for this test (or session), empty it, yield it, empty it afterwards.
+
+    A claim is a key set only if absent, so parallel sessions never share a number; what a session that died
+    left behind in an unclaimed database is flushed, so leftovers can never use up the 15 numbers.
+    """
     import redis
 
     require_service(f"Redis at {REDIS_HOST}:{REDIS_PORT}", check_redis)
+    token = secrets.token_hex(8)
     for db in random.sample(range(1, 16), 15):
-        if redis.Redis(REDIS_HOST, REDIS_PORT, db=db, socket_timeout=2).dbsize() == 0:
-            return db
-    pytest.fail("no empty Redis database number among 1..15")
+        client = redis.Redis(REDIS_HOST, REDIS_PORT, db=db, socket_timeout=2)
+        if client.set(CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+            break
+    else:
+        pytest.fail("every Redis database number 1..15 is claimed by another test session")
+    try:
+        client.flushdb()
+        client.set(CLAIM_KEY, token, ex=CLAIM_SECONDS)
+        yield db
+    finally:
+        client.flushdb()
+        client.close()

@@ -1,7 +1,10 @@
-"""Riding out a database restart: a worker's writes retry transient errors with capped exponential backoff.
+"""Riding out a database restart, and the API's turn at SQLite's write lock: a worker's writes retry transient
+errors with capped exponential backoff.
 
-The retry budget is the job's lease. Past it the lease has run out anyway and the reconciler may already have
-put the job back on its queue, so the attempt gives up (DatabaseUnavailable) instead of writing late.
+Transient means busy (SQLite's "database is locked", a lock or pooled connection not granted in time) or
+unavailable (the database cannot be reached); core.db.errors tells them apart. The retry budget is the job's
+lease. Past it the lease has run out anyway and the reconciler may already have put the job back on its
+queue, so the attempt gives up (DatabaseUnavailable) instead of writing late.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from core.db.errors import describe, is_busy, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +29,7 @@ MAX_DELAY_SECONDS = 2.0
 
 
 class DatabaseUnavailable(Exception):
-    """The database stayed unreachable for a whole lease: this attempt stops without writing an outcome."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that say the database could not be reached (or dropped us), not that the statement was wrong."""
-    if isinstance(exc, PoolTimeoutError):
-        return True
-    return isinstance(exc, (OperationalError, InterfaceError)) or (
-        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+    """The database stayed unreachable (or busy) for a whole lease: this attempt stops without an outcome."""
 
 
 def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) -> T:
@@ -50,13 +47,14 @@ def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) ->
             if not is_transient(exc):
                 raise
             failures += 1
+            state = "busy" if is_busy(exc) else "unavailable"
             remaining = deadline - time.monotonic()
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            reason = describe(exc)
             if remaining <= 0:
-                raise DatabaseUnavailable(
-                    f"{what}: database unreachable for {budget_seconds:g}s ({reason})") from exc
+                why = "busy" if state == "busy" else "unreachable"
+                raise DatabaseUnavailable(f"{what}: database {why} for {budget_seconds:g}s ({reason})") from exc
             # Jittered, so workers that lost the database together do not all reconnect at one instant.
             pause = min(remaining, random.uniform(delay / 2, delay))
-            log.warning("%s: database unavailable (%s); retry %d in %.2fs", what, reason, failures, pause)
+            log.warning("%s: database %s (%s); retry %d in %.2fs", what, state, reason, failures, pause)
             time.sleep(pause)
             delay = min(delay * 2, MAX_DELAY_SECONDS)

@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from api.errors import Conflict, InvalidInput, NotFound
+from api.services import quota
 from core.db.hooks import after_commit
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from core.queue import queue_for
@@ -70,7 +71,7 @@ def _replay(existing: Job, digest: str, key: str) -> Submission:
 
 def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_key: str | None,
                settings: Settings, enqueue: Enqueue) -> Submission:
-    """Record a queued job and arrange for it to be sent to its queue once the transaction commits."""
+    """Record a queued job (within the owner's cap) and arrange for it to be sent once the transaction commits."""
     # The digest is of the spec as sent: a replay with the same body is the same job, whatever it resolved to.
     digest = request_hash(spec)
     spec = resolve_data_source(session, owner, spec)
@@ -78,10 +79,15 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
         existing = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest, idempotency_key)
-    if repo.count_queued(session, owner.id) >= settings.max_queued_jobs_per_user:
-        raise TooManyRequests(f"you already have {settings.max_queued_jobs_per_user} queued jobs, the most "
-                              "allowed; wait for some to start or cancel them", code="too_many_queued_jobs")
+    submission = quota.insert_within_queued_cap(
+        session, owner, settings, lambda: _insert(session, owner, spec, digest, idempotency_key))
+    if submission.created:
+        job_id, queue = submission.job.id, submission.job.queue
+        after_commit(session, lambda: enqueue(job_id, queue))
+    return submission
 
+
+def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None) -> Submission:
     now = utcnow()
     values: dict[str, Any] = {
         "id": new_id(), "owner_id": owner.id, "name": spec.name, "regime": spec.regime,
@@ -91,17 +97,13 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
         "total_steps": spec.optim.iterations, "created_at": now, "updated_at": now,
     }
     if idempotency_key is None:
-        job = repo.add(session, values)
-    elif repo.insert_unless_key_taken(session, values):
-        job = session.get_one(Job, values["id"])
-    else:  # a concurrent request with the same key committed first
-        winner = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
-        assert winner is not None
-        return _replay(winner, digest, idempotency_key)
-
-    job_id, queue = job.id, job.queue
-    after_commit(session, lambda: enqueue(job_id, queue))
-    return Submission(job, created=True)
+        return Submission(repo.add(session, values), created=True)
+    if repo.insert_unless_key_taken(session, values):
+        return Submission(session.get_one(Job, values["id"]), created=True)
+    # A concurrent request with the same key committed first.
+    winner = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
+    assert winner is not None
+    return _replay(winner, digest, idempotency_key)
 
 
 def get_job(session: Session, owner: ApiKey, job_id: str) -> Job:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import sqlite
 from core.settings import get_settings
 
 
@@ -21,28 +21,45 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+# SQLite: a connection is a file handle, and waits belong to the write lock (bounded), never to the pool.
+SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 16, 48
+POSTGRES_POOL_SIZE, POSTGRES_POOL_OVERFLOW = 10, 20
+
+
+def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_SECONDS,
+                pool_size: int | None = None) -> Engine:
+    """An engine whose waits (for a pooled connection, SQLite's write lock) end after `busy_timeout` seconds.
+
+    `pool_size`: connections kept open (default: per backend), plus the backend's overflow.
+    """
     url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
-            # WAL lets the API read while a worker writes; foreign keys are off by default in SQLite.
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+        if make_url(url).database in (None, "", ":memory:"):
+            return create_engine(url, connect_args=sqlite.connect_args(busy_timeout))  # one private database
+        return create_engine(url, connect_args=sqlite.connect_args(busy_timeout),
+                             pool_size=pool_size or SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW,
+                             pool_timeout=busy_timeout)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size or POSTGRES_POOL_SIZE,
+                         max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
                          connect_args={"connect_timeout": 5})
 
 
+def begin_write(session: Session) -> None:
+    """Start the session's write transaction now, so that the reads that decide a write see no other writer.
+
+    SQLite: BEGIN IMMEDIATE (the database's write lock, held to commit). PostgreSQL needs nothing here: lock
+    the rows the decision depends on (SELECT ... FOR UPDATE) instead.
+    """
+    connection = session.connection()
+    dbapi_connection = connection.connection.dbapi_connection
+    if isinstance(dbapi_connection, sqlite.SerializedWrites) and not dbapi_connection.in_transaction:
+        # Sent through SQLAlchemy, so that a lock not granted in time is its OperationalError like any other.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().resolved_database_url)
+    settings = get_settings()
+    return make_engine(settings.resolved_database_url, busy_timeout=settings.database_busy_timeout_seconds)
 
 
 @lru_cache

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.session import begin_write
 from core.db.statements import insert_ignoring_conflicts, rowcount
 from core.jsonvalues import finite_or_none
 
@@ -64,6 +65,22 @@ def count_queued(session: Session, owner_id: str) -> int:
     return session.scalar(
         select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED)
     ) or 0
+
+
+def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float) -> int:
+    """The owner's queued jobs, counted under a lock held until the transaction ends.
+
+    Concurrent submissions of one owner take turns from here to their commit, so none of them counts before
+    another's insert is visible: a per-user cap checked against this count holds. PostgreSQL: the owner's
+    api_keys row FOR NO KEY UPDATE (it excludes its like, not the key-share locks of inserts that reference
+    the row), waited for at most `wait_seconds` (then lock_not_available, a 503 database_busy). SQLite: the
+    database's write lock (BEGIN IMMEDIATE), whose wait the engine bounds.
+    """
+    begin_write(session)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL lock_timeout = {max(1, int(wait_seconds * 1000))}"))
+        session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update(key_share=True))
+    return count_queued(session, owner_id)
 
 
 def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:

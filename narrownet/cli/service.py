@@ -94,7 +94,7 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    producer = make_celery(settings.resolved_broker_url)
+    producer = make_celery(settings.resolved_broker_url, busy_timeout=settings.database_busy_timeout_seconds)
 
     def enqueue(job_id: str, queue: str) -> None:
         enqueue_job(producer, job_id, queue)

@@ -116,6 +116,7 @@ class TestSubmit:
             assert codes == [201, 201, 429]
             over = await api.client.post("/v1/jobs", json=SPEC, headers=user)
             assert over.json()["error"]["code"] == "too_many_queued_jobs"
+            assert int(over.headers["retry-after"]) >= 1
             # A started job no longer counts against the cap.
             first = (await api.client.get("/v1/jobs", headers=user)).json()["items"][-1]
             api.update_job(first["id"], status=JobStatus.RUNNING)

@@ -20,7 +20,7 @@ import pytest
 
 from narrownet.client import NarrownetClient
 from narrownet.processes import free_port, http_ok, stop_all, wait_until
-from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, temporary_postgres_database
+from tests.service_guard import REDIS_HOST, REDIS_PORT, redis_database, temporary_postgres_database
 
 VENV_BIN = Path(sys.executable).parent
 STARTUP_SECONDS = 90.0
@@ -90,7 +90,8 @@ def _backend_env(name: str, home: Path, resources: ExitStack) -> dict[str, str]:
     settings = {"NARROWNET_HOME": str(home), "NARROWNET_LOG_LEVEL": "INFO", "NARROWNET_METRICS_FLUSH_EVERY": "5"}
     if name == "postgres":
         settings["NARROWNET_DATABASE_URL"] = resources.enter_context(temporary_postgres_database("narrownet_e2e"))
-        settings["NARROWNET_BROKER_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/{empty_redis_db()}"
+        db = resources.enter_context(redis_database())
+        settings["NARROWNET_BROKER_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
     return clean_env(**settings)
 
 

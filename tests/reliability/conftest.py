@@ -26,7 +26,7 @@ from core.db.models import Checkpoint, Job, JobStatus, MetricPoint
 from core.db.session import make_engine
 from core.queue import enqueue_job, make_celery
 from narrownet.client import NarrownetClient
-from narrownet.cluster import Cluster, RedisServer
+from narrownet.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary
 from narrownet.processes import wait_until
 from tests.service_guard import require_service, temporary_postgres_database
 
@@ -131,6 +131,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster of our own (initdb + pg_ctl on a free port), to stop and start."""
+    require_service("PostgreSQL's server programs (initdb, pg_ctl)",
+                    lambda: (postgres_binary("initdb"), postgres_binary("pg_ctl")))
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture

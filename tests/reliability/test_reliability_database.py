@@ -6,8 +6,6 @@ The database here is a throwaway cluster of our own (initdb + pg_ctl on a free p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from sqlalchemy.orm import sessionmaker
@@ -15,25 +13,11 @@ from sqlalchemy.orm import sessionmaker
 from core.db.migrate import upgrade
 from core.db.models import JobStatus
 from core.db.session import make_engine
-from narrownet.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary
+from narrownet.cluster import Cluster, PostgresCluster, RedisServer
 from narrownet.processes import wait_until
 from tests.reliability.conftest import SETTINGS, Db, client, expected_steps, long_spec
-from tests.service_guard import require_service
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresCluster]:
-    require_service("PostgreSQL's server programs (initdb, pg_ctl)",
-                    lambda: (postgres_binary("initdb"), postgres_binary("pg_ctl")))
-    cluster = PostgresCluster()
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 def test_a_database_restart_mid_run_is_503_for_clients_and_ridden_out_by_the_worker(

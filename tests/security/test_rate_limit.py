@@ -10,7 +10,7 @@ import redis
 
 from api.ratelimit import RateLimiter, RedisRateLimiter
 from tests.security.conftest import ApiFactory
-from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db
+from tests.service_guard import REDIS_HOST, REDIS_PORT, redis_database
 
 pytestmark = pytest.mark.anyio
 
@@ -19,9 +19,8 @@ ONLY_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    db = empty_redis_db()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-    redis.Redis(REDIS_HOST, REDIS_PORT, db=db).flushdb()
+    with redis_database() as db:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
 @ONLY_SQLITE

@@ -3,6 +3,9 @@ real database (SQLite and PostgreSQL) and the real trainer; no Celery here (test
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +72,31 @@ class TestDatabaseRetries:
         with pytest.raises(DatabaseUnavailable, match="heartbeat: database unreachable for 0.5s"):
             with_retries(write, what="heartbeat", budget_seconds=0.5)
         assert len(calls) > 1
+        engine.dispose()
+
+    def test_a_locked_sqlite_database_is_busy_contention_retried_until_the_lock_is_free(self, tmp_path, caplog):
+        path = tmp_path / "locked.db"
+        engine = make_engine(f"sqlite:///{path}", busy_timeout=0.1)
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        holder = sqlite3.connect(path, isolation_level=None)  # the API (another process) mid-write
+        holder.execute("BEGIN IMMEDIATE")
+        calls = []
+
+        def write() -> None:
+            calls.append(1)
+            if len(calls) == 3:  # the holder commits while the worker backs off
+                holder.commit()
+            with engine.begin() as c:
+                c.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+        with caplog.at_level(logging.WARNING, logger="worker.db_retry"):
+            with_retries(write, what="record metrics", budget_seconds=30.0)
+        assert len(calls) == 3
+        assert "record metrics: database busy (database is locked" in caplog.text
+        with engine.connect() as c:
+            assert c.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+        holder.close()
         engine.dispose()
 
     def test_a_statement_the_database_refuses_is_not_retried(self, worker_db):

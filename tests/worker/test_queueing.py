@@ -6,14 +6,18 @@ import pytest
 import redis
 
 from core.queue import QUEUES, enqueue_job, make_celery
-from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db
+from tests.service_guard import REDIS_HOST, REDIS_PORT, redis_database
 
 pytestmark = pytest.mark.service
 
 
 @pytest.fixture
 def broker():
-    db = empty_redis_db()
+    with redis_database() as db:
+        yield from _broker(db)
+
+
+def _broker(db: int):  # type: ignore[no-untyped-def]
     app = make_celery(f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}")
     store = redis.Redis(REDIS_HOST, REDIS_PORT, db=db)
     # Declare every queue first, as a worker consuming all of them does, so each binding exists.
@@ -21,7 +25,6 @@ def broker():
         for queue in app.amqp.queues.values():
             queue.bind(connection).declare()
     yield app, store
-    store.flushdb()
     app.close()
 
 
