@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from narrownet.client import ApiError, NarrownetClient
+from narrownet.client import ApiError, NarrownetClient, NoApiKey
 from tests.e2e.conftest import Stack, shallow_spec
 
 pytestmark = pytest.mark.service
@@ -180,12 +180,16 @@ class TestRequests:
             assert field in {f["field"] for f in rejected.value.fields}, rejected.value.fields
 
     def test_missing_or_wrong_key_is_401_and_health_needs_none(self, stack: Stack):
-        for key in (None, "nn_not-a-real-key"):
-            with stack.client(key) as client:
-                for call in (lambda c=client: c.jobs(), lambda c=client: c.datasets(),
-                             lambda c=client: c.job("0" * 32)):
-                    with pytest.raises(ApiError) as denied:
-                        call()
-                    assert denied.value.status_code == 401
+        for path in ("/v1/jobs", "/v1/datasets", f"/v1/jobs/{'0' * 32}"):
+            assert httpx.get(f"{stack.url}{path}").status_code == 401
+        with stack.client(None) as client:  # the client turns a 401 without a key into "set a key"
+            with pytest.raises(NoApiKey):
+                client.jobs()
+        with stack.client("nn_not-a-real-key") as client:
+            for call in (lambda c=client: c.jobs(), lambda c=client: c.datasets(),
+                         lambda c=client: c.job("0" * 32)):
+                with pytest.raises(ApiError) as denied:
+                    call()
+                assert denied.value.status_code == 401
         assert httpx.get(f"{stack.url}/healthz").status_code == 200
         assert httpx.get(f"{stack.url}/readyz").status_code == 200
