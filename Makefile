@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for the CPU build of torch
 PIP_ARGS ?=
 
-.PHONY: setup serve test lint bench
+.PHONY: setup serve test lint bench screenshots
 
 $(BIN)/narrownet: requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,3 +28,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy core api worker narrownet trainer
 	$(BIN)/lint-imports
+
+# The README's dashboard pictures, taken by the browser tests (needs /usr/bin/chromium).
+screenshots: setup
+	DASHBOARD_SCREENSHOTS=docs/img OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests/e2e/test_dashboard.py

@@ -11,12 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit
+from api.middleware import BodySizeLimit, SecurityHeaders
 from api.observability import MetricsMiddleware
-from api.routes import datasets, docs, health, jobs
+from api.pages import STATIC_DIR
+from api.routes import datasets, docs, health, jobs, series, ui_auth, ui_pages
 from api.runtime import Runtime
 from core.db import migrate
 from core.settings import Settings, get_settings
@@ -49,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Meets Trainability' (NeurIPS 2021).",
         version="0.1.0",
         lifespan=lifespan,
-        # Served by api.routes.docs behind a key: every route but the health probes needs one.
+        # Served by api.routes.docs from the vendored Swagger UI (the default page loads it from a CDN).
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -61,9 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=frozenset({datasets.router.prefix}))
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    app.add_middleware(SecurityHeaders)
 
-    for router in (health.router, jobs.router, datasets.router, docs.router):
+    for router in (health.router, jobs.router, series.router, datasets.router, docs.router, ui_auth.router,
+                   ui_pages.router):
         app.include_router(router)
+    # The dashboard's scripts, styles and vendored libraries: public, like /docs (no user data in them).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 

@@ -1,4 +1,5 @@
-"""What one app instance holds: its settings, database engine, Celery app, rate limiter and metrics.
+"""What one app instance holds: settings, database engine, Celery app, rate limiter, metrics, the dashboard's
+cookie signer and the live event feeds.
 
 Built by create_app from the settings it is given (tests pass their own), so nothing here reads
 process-global configuration. Making the engine does not connect; the first request does.
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
+from api.services.job_events import JobEventHub
+from api.services.signin import SessionCookies, load_or_create_secret
 from core.db.session import make_engine
 from core.queue import enqueue_job, make_celery
 from core.settings import Settings
@@ -34,21 +37,33 @@ class Runtime:
     celery: Celery
     limiter: Limiter
     turns: anyio.Semaphore
+    cookies: SessionCookies
+    events: JobEventHub
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         busy_timeout = settings.database_busy_timeout_seconds
-        # A connection for every request's turn, and spares for the readiness probe.
+        # A connection for every request's turn, and spares for the readiness probe and the event pollers.
         engine = make_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                              pool_size=settings.api_db_concurrency + 4)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+        def secret() -> str:
+            if settings.session_secret is not None:
+                return settings.session_secret.get_secret_value()
+            return load_or_create_secret(settings.session_secret_file)
+
         return cls(
             settings=settings,
             engine=engine,
-            sessions=sessionmaker(bind=engine, expire_on_commit=False),
+            sessions=sessions,
             celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
             limiter=make_limiter(settings),
             turns=anyio.Semaphore(settings.api_db_concurrency),
+            cookies=SessionCookies(secret, settings.session_max_age_seconds),
+            events=JobEventHub(sessions, poll_seconds=settings.events_poll_seconds,
+                               heartbeat_seconds=settings.events_heartbeat_seconds),
         )
 
     @asynccontextmanager

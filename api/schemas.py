@@ -110,6 +110,18 @@ class MetricSeries(BaseModel):
         description="pass as since_step to read on from here; null when no point was returned")
 
 
+class SeriesOut(BaseModel):
+    job_id: str
+    steps: list[int]
+    values: list[float]
+
+
+class SeriesPage(BaseModel):
+    metric: str
+    points: int | None = Field(description="the reduction asked for; null: full resolution")
+    series: list[SeriesOut]
+
+
 # ---------------------------------------------------------------------------------------------- datasets
 class DatasetOut(BaseModel):
     id: str

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,16 @@ class Settings(BaseSettings):
         default=None, ge=1, description="torch threads per worker pool process; default: CPU cores / concurrency")
     log_level: str = "INFO"
 
+    # The dashboard (/ui): signed session cookies and live streams.
+    session_secret: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="signs the dashboard's session cookies; default: a random one generated once and kept in "
+                    "home/session_secret (0600); set it when several API replicas serve one site")
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=1, description="a dashboard sign-in lasts this long")
+    events_poll_seconds: float = Field(default=0.5, gt=0, le=10,
+                                       description="how often a watched job is read for /v1/jobs/{id}/events")
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0, description="comment line on an idle event stream")
+
     # Client side (narrownet submit/status/...): where the API is and which key to use.
     api_url: str = Field(default="http://127.0.0.1:8000", description="API base URL for the CLI client",
                          validation_alias=AliasChoices("NARROWNET_URL", "NARROWNET_API_URL"))
@@ -66,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{(self.home / 'broker.db').resolve()}"
+
+    @property
+    def session_secret_file(self) -> Path:
+        return self.home / "session_secret"
 
     @property
     def resolved_artifact_dir(self) -> Path:

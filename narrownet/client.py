@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 SHA256_HEADER = "X-Checkpoint-SHA256"
@@ -130,6 +131,10 @@ class NarrownetClient:
         params = {k: v for k, v in {"since_step": since_step, "every": every}.items() if v is not None}
         return self._json("GET", f"/v1/jobs/{_seg(job_id)}/metrics", params=params)
 
+    def series(self, job_ids: str, **params: Any) -> dict[str, Any]:
+        """GET /v1/series: one metric (`metric=`) of the comma-separated jobs, `points=` to reduce each."""
+        return self._json("GET", "/v1/series", params={"job_ids": job_ids, **params})
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
 
@@ -157,6 +162,47 @@ class NarrownetClient:
             raise ChecksumMismatch(f"checkpoint sha256 {digest.hexdigest()} != announced {announced}")
         partial.replace(dest)
         return digest.hexdigest()
+
+    def events(self, job_id: str, *, last_event_id: int | None = None) -> Iterator[ServerSentEvent]:
+        """The job's server-sent events (`status`, `metrics`) from after `last_event_id`, until the server ends
+        the stream (the job ended) or the connection drops (httpx.TransportError)."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        # The server sends at least a heartbeat comment every ~15 s; a minute of silence is a dead connection.
+        timeout = httpx.Timeout(60.0, connect=10.0)
+        with connect_sse(self._http, "GET", f"/v1/jobs/{_seg(job_id)}/events", headers=headers,
+                         timeout=timeout) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise ApiError.from_response(source.response)
+            yield from source.iter_sse()
+
+    def follow(self, job_id: str, *, timeout: float = 3600.0, on_update: Callable[[dict[str, Any]], None] | None = None,
+               on_points: Callable[[list[dict[str, Any]]], None] | None = None,
+               reconnect_delay: float = 1.0) -> dict[str, Any]:
+        """Follow the job over its event stream until it is terminal and return it; a dropped connection is
+        resumed after the last step received (Last-Event-ID), so no point is missed or repeated."""
+        deadline = time.monotonic() + timeout
+        last_step: int | None = None
+        while True:
+            try:
+                for event in self.events(job_id, last_event_id=last_step):
+                    if event.event == "metrics":
+                        last_step = int(event.id)
+                        if on_points is not None:
+                            on_points(event.json()["points"])
+                    elif event.event == "status":
+                        job: dict[str, Any] = event.json()
+                        if on_update is not None:
+                            on_update(job)
+                        if job["status"] in TERMINAL:
+                            return job
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"job {job_id} still not finished after {timeout:.0f}s")
+            except httpx.TransportError:
+                if time.monotonic() >= deadline:
+                    raise
+            # The stream ended or dropped before the job did (a server restart): resume it.
+            time.sleep(reconnect_delay)
 
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -10,12 +10,15 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+import uvicorn
 
 T = TypeVar("T")
 Process = subprocess.Popen[bytes]
@@ -96,3 +99,23 @@ def stop_all(processes: Iterable[Process], grace: float = 15.0) -> None:
 
 def stop_gracefully(process: Process, grace: float = 15.0) -> None:
     stop_all([process], grace)
+
+
+@contextmanager
+def serving_in_thread(app: Any, timeout: float = 30.0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread of this process; yield its base URL.
+
+    For tests and benchmarks that need real HTTP (streaming responses) and also the app's own objects (its
+    connection pool, its event hub) in hand."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout, "uvicorn to start")
+        if not server.started:
+            raise RuntimeError(f"uvicorn on port {port} did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

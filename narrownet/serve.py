@@ -113,7 +113,8 @@ def run_embedded(settings: Settings, *, host: str, port: int, key: str | None) -
 
 def banner(url: str, key: str | None, log_path: Path) -> str:
     """What a user needs, printed last so nothing scrolls it away: where it runs, how to try it, the key."""
-    lines = [f"narrownet is up at {url}  (logs: {log_path}; Ctrl-C stops it)"]
+    lines = [f"narrownet is up at {url}  (logs: {log_path}; Ctrl-C stops it)",
+             f"  dashboard: {url}/  (sign in with an API key)    API docs: {url}/docs"]
     if key is not None:
         lines += [
             "Try (from the repository root):",

@@ -1,23 +1,23 @@
-"""The API's own description, behind a key like every route but the health probes: /openapi.json and /docs."""
+"""The API's own description, public (it holds no user data): /openapi.json and /docs (Swagger UI, served
+from the vendored swagger-ui-dist, so it works offline; its Authorize button takes an API key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api.deps import CurrentKey
+from api.pages import templates
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/openapi.json")
-def openapi(request: Request, _: CurrentKey) -> JSONResponse:
-    """The OpenAPI schema (fetch it with the key: `curl -H 'Authorization: Bearer ...' .../openapi.json`)."""
+def openapi(request: Request) -> JSONResponse:
+    """The OpenAPI schema."""
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/docs")
-def docs(request: Request, _: CurrentKey) -> HTMLResponse:
-    """Swagger UI; its page loads /openapi.json, so open it with a browser that sends the key."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} - API docs")
+@router.get("/docs", response_class=HTMLResponse)
+def docs(request: Request) -> Response:
+    """Swagger UI for /openapi.json."""
+    return templates.TemplateResponse(request, "docs.html", {})

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, read, metrics, cancel, checkpoint download."""
+"""/v1/jobs: submit, list, read, metrics, live events, cancel, checkpoint download."""
 
 from __future__ import annotations
 
@@ -91,6 +91,28 @@ def get_metrics(
     points = jobs.metric_points(session, key, job_id, since_step=since_step, every=every, limit=limit)
     return MetricSeries(job_id=job_id, points=[MetricPointOut(step=s, values=v) for s, v in points],
                         next_since_step=points[-1][0] if points else None)
+
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32, pattern=r"^-?[0-9]+$",
+                                           description="sent by a reconnecting EventSource: resume after this step")]
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": (
+                "server-sent events: `status` (the job, as GET /v1/jobs/{id}) and `metrics` ({points: [...]}, "
+                "`id:` = the step of its last point); a comment line every ~15 s; ends when the job does")},
+                       **error_responses(401, 404, 422, 429)})
+def job_events(
+    job_id: str, session: SessionDep, key: CurrentKey, runtime: RuntimeDep,
+    since_step: Annotated[int | None, Query(ge=-1, le=2**31 - 1, description="only points after this step")] = None,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """Follow a job live: its stored points after since_step (or Last-Event-ID), then each new batch."""
+    job = jobs.get_job(session, key, job_id)
+    after = int(last_event_id) if last_event_id is not None else since_step
+    # The session closes when this returns: the stream holds no database connection (see job_events).
+    return StreamingResponse(runtime.events.stream(job.id, after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(401, 404, 429))

@@ -82,6 +82,11 @@ def etag(checkpoint_sha256: str) -> str:
     return f'"{checkpoint_sha256}"'
 
 
+def latest_recorded(session: Session, owner: ApiKey, job_id: str) -> Checkpoint | None:
+    """The latest checkpoint row of the caller's job (not read from disk), or None before the first."""
+    return jobs_repo.latest_checkpoint(session, get_job(session, owner, job_id).id)
+
+
 def latest_sha256(session: Session, owner: ApiKey, job_id: str) -> str:
     return _latest(session, owner, job_id).sha256
 

@@ -106,9 +106,13 @@ def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempot
     return _replay(winner, digest, idempotency_key)
 
 
+def valid_job_id(job_id: str) -> bool:
+    return _ID.match(job_id) is not None
+
+
 def get_job(session: Session, owner: ApiKey, job_id: str) -> Job:
     """The caller's job; another user's job is as absent as one that never existed."""
-    job = repo.get_owned(session, owner.id, job_id) if _ID.match(job_id) else None
+    job = repo.get_owned(session, owner.id, job_id) if valid_job_id(job_id) else None
     if job is None:
         raise NotFound(f"no job {job_id[:64]!r}")
     return job
@@ -117,6 +121,15 @@ def get_job(session: Session, owner: ApiKey, job_id: str) -> Job:
 def list_jobs(session: Session, owner: ApiKey, filters: JobFilters, *, limit: int,
               offset: int) -> tuple[Sequence[Job], int]:
     return repo.list_owned(session, owner.id, filters, limit=limit, offset=offset)
+
+
+def get_jobs(session: Session, owner: ApiKey, job_ids: Sequence[str]) -> list[Job]:
+    """The caller's jobs in the order asked; 404 naming the first one that is not theirs."""
+    found = {job.id: job for job in repo.list_owned_by_ids(session, owner.id, job_ids)}
+    missing = next((i for i in job_ids if i not in found), None)
+    if missing is not None:
+        raise NotFound(f"no job {missing[:64]!r}")
+    return [found[i] for i in job_ids]
 
 
 def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:

@@ -1,13 +1,13 @@
-"""Statement helpers every repository shares: dialect-aware insert-or-ignore, and typed row counts."""
+"""Statement helpers every repository shares: dialect-aware insert-or-ignore, a JSON number, typed row counts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table
+from sqlalchemy import ColumnElement, CursorResult, Table, func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.db.models import Base
 
@@ -31,3 +31,17 @@ def insert_ignoring_conflicts(session: Session, model: type[Base], index_element
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
     raise RuntimeError(f"database_url: unsupported database dialect {dialect!r}")
+
+
+def json_number(session: Session, column: InstrumentedAttribute[dict[str, Any]],
+                key: str) -> tuple[ColumnElement[float], ColumnElement[bool]]:
+    """(column[key] as a float, whether column[key] holds a JSON number). Filter on the second before reading
+    the first: a string or a boolean is never cast, so it cannot fail the query on PostgreSQL."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        is_number = func.json_typeof(column.op("->")(key)) == "number"
+    elif dialect == "sqlite":
+        is_number = func.json_type(column, f'$."{key}"').in_(("real", "integer"))
+    else:
+        raise RuntimeError(f"database_url: unsupported database dialect {dialect!r}")
+    return column[key].as_float(), is_number

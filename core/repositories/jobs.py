@@ -57,6 +57,19 @@ def get_owned(session: Session, owner_id: str, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
 
 
+def get(session: Session, job_id: str) -> Job | None:
+    """A job by id, whoever owns it: for readers that checked ownership already (the live event feed)."""
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def last_metric_step(session: Session, job_id: str) -> int | None:
+    return session.scalar(select(func.max(MetricPoint.step)).where(MetricPoint.job_id == job_id))
+
+
+def list_owned_by_ids(session: Session, owner_id: str, job_ids: Sequence[str]) -> Sequence[Job]:
+    return session.scalars(select(Job).where(Job.owner_id == owner_id, Job.id.in_(job_ids))).all()
+
+
 def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 

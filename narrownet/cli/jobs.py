@@ -27,7 +27,8 @@ def _loss(job: dict[str, Any]) -> float | None:
 
 
 def follow(client: NarrownetClient, job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Poll a job to a terminal state under a live progress bar. Ctrl-C stops following, not the job."""
+    """Follow a job to a terminal state under a live progress bar, on its event stream (/v1/jobs/{id}/events).
+    Ctrl-C stops following, not the job."""
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(), TimeRemainingColumn())
     try:
@@ -40,10 +41,10 @@ def follow(client: NarrownetClient, job: dict[str, Any], timeout: float) -> dict
                 bar.update(task, description=label, completed=current.get("step") or 0,
                            total=current.get("total_steps"))
 
-            return client.wait(job["id"], timeout=timeout, on_update=update)
+            return client.follow(job["id"], timeout=timeout, on_update=update)
     except KeyboardInterrupt:
         err.print(f"stopped following; job {job['id']} keeps running on the service.\n"
-                  f"  follow it again: narrownet status {job['id'][:SHORT_ID]}\n"
+                  f"  follow it again: narrownet watch {job['id'][:SHORT_ID]}\n"
                   f"  cancel it:       narrownet cancel {job['id'][:SHORT_ID]}", highlight=False)
         raise typer.Exit(130) from None
 
@@ -102,6 +103,23 @@ def status(job: JobArg, as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOp
         print_json(found)
     else:
         out.print(summary(found), highlight=False)
+
+
+@app.command()
+def watch(
+    job: JobArg,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 24 * 3600.0,
+    as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Follow any job live (status, steps, loss) until it ends; exit 1 unless it succeeded."""
+    with api_errors(url), client(url, key) as api:
+        found = follow(api, api.job(api.resolve_job_id(job)), timeout)
+    if as_json:
+        print_json(found)
+    else:
+        out.print(summary(found), highlight=False)
+    if found["status"] != "succeeded":
+        raise typer.Exit(1)
 
 
 @app.command("list")

@@ -67,6 +67,9 @@ def target(tmp_path: Path, database_url: str) -> Iterator[Target]:
 def _load(target: Target) -> Any:
     loaded = schemathesis.openapi.from_asgi("/openapi.json", target.app, config=_config(target.alice.headers),
                                             headers=target.alice.headers)
+    # The event stream of alice's queued job stays open until the job ends, which it never does here (no
+    # worker); its answers are tested in tests/api/test_api_events.py against a real server.
+    loaded = loaded.exclude(path="/v1/jobs/{job_id}/events")
     ids = {"job_id": [target.alice.job_id, target.bob.job_id, *HOSTILE_IDS],
            "dataset_id": [target.alice.dataset_id, target.bob.dataset_id, *HOSTILE_IDS]}
 
