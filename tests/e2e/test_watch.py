@@ -20,7 +20,7 @@ def test_watch_follows_a_job_it_did_not_submit_to_the_end(stack: Stack) -> None:
     key = stack.create_key("watcher")
     with stack.client(key) as client:
         job_id = client.submit(SPEC)["id"]
-    result = stack.cli("watch", job_id, "--key", key, timeout=180)
+    result = stack.cli("watch", job_id, "--json", "--key", key, timeout=180)
     final = json.loads(result.stdout)
     assert final["id"] == job_id and final["status"] == "succeeded" and final["step"] == 400
     assert "succeeded" in result.stderr and "400/400 steps" in result.stderr  # the live bar's last state
@@ -31,7 +31,7 @@ def test_watch_exits_1_for_a_cancelled_job_and_names_a_missing_one(stack: Stack)
     with stack.client(key) as client:
         job_id = client.submit({**SPEC, "optim": {"name": "gd", "lr": 0.1, "iterations": 10**6}})["id"]
         client.cancel(job_id)
-    cancelled = stack.cli("watch", job_id, "--key", key, check=False, timeout=180)
+    cancelled = stack.cli("watch", job_id, "--json", "--key", key, check=False, timeout=180)
     assert cancelled.returncode == 1 and json.loads(cancelled.stdout)["status"] == "cancelled"
     missing = stack.cli("watch", "0" * 32, "--key", key, check=False)
     assert missing.returncode == 1 and "404" in missing.stderr and "0" * 32 in missing.stderr
