@@ -257,8 +257,9 @@ def db_upgrade(
             wait_for_database(url, wait)
         except OperationalError as exc:
             where = make_url(url).render_as_string(hide_password=True)
-            err.print(f"error: the database at {where} did not accept connections within {wait:g}s: {exc.orig}",
-                      markup=False, highlight=False)
+            reason = str(exc.orig).strip().splitlines()[0]
+            err.print(f"error: the database at {where} did not accept connections within {wait:g}s: {reason}",
+                      markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     upgrade(url)
     out.print("database schema is up to date")

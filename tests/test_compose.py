@@ -16,7 +16,9 @@ import pytest
 from pydantic import AliasChoices
 from sqlalchemy.engine import make_url
 
+from core.db.migrate import current_revision
 from core.settings import Settings
+from narrownet.cluster import PostgresCluster, postgres_binary
 from narrownet.processes import free_port, http_ok, start_process, stop_all, wait_until
 from tests.compose.compose_file import (
     ROOT,
@@ -28,7 +30,7 @@ from tests.compose.compose_file import (
     started_services,
     variables_read,
 )
-from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, temporary_postgres_database
+from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, require_service, temporary_postgres_database
 
 COMPOSE = load(env_example())  # what a user who copied .env.example to .env gets
 SERVICES = COMPOSE["services"]
@@ -135,6 +137,19 @@ def test_image_names_are_variables_that_default_to_the_official_images():
     assert swapped["postgres"]["image"] == "pg:test" and swapped["api"]["image"] == "nn:test"
 
 
+def test_only_the_api_waits_for_migrate_so_workers_and_reconciler_stay_restartable():
+    """podman never restarts a container that requires an exited one (migrate, once done): the processes that
+    must come back after a crash depend only on the long-running services; migrate itself waits for the database."""
+    assert SERVICES["migrate"]["restart"] == "no" and "depends_on" not in SERVICES["migrate"]
+    assert SERVICES["migrate"]["command"][-2:] == ["--wait", "120"]
+    assert SERVICES["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name in ("worker-cpu", "worker-gpu", "reconciler"):
+        assert SERVICES[name]["restart"] == "unless-stopped", name
+        assert set(SERVICES[name]["depends_on"]) == {"postgres", "redis"}, name
+    for name in CPU_STACK - {"migrate"}:
+        assert SERVICES[name]["restart"] == "unless-stopped", name
+
+
 @pytest.mark.parametrize("name", OURS)
 def test_every_narrownet_variable_is_a_setting_with_a_valid_value(name, monkeypatch):
     known = settings_env_names()
@@ -175,6 +190,37 @@ def test_readme_configuration_table_lists_every_setting():
 
 
 # ------------------------------------------------------------------ the services' commands, as processes
+def narrownet_cli(*args: str, database_url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+    return subprocess.Popen([str(VENV_BIN / "narrownet"), *args], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**env, "NARROWNET_DATABASE_URL": database_url})
+
+
+@pytest.mark.service
+def test_migrate_waits_for_a_database_that_starts_after_it():
+    require_service("PostgreSQL's server programs (initdb, pg_ctl)",
+                    lambda: (postgres_binary("initdb"), postgres_binary("pg_ctl")))
+    cluster = PostgresCluster()  # its port is chosen; nothing listens there until start()
+    try:
+        migrate = narrownet_cli(*SERVICES["migrate"]["command"][1:], database_url=cluster.url())
+        cluster.init()
+        assert migrate.poll() is None, "gave up before the database started"
+        cluster.start()
+        out, err = migrate.communicate(timeout=180)
+        assert migrate.returncode == 0, err
+        assert current_revision(cluster.url()) is not None
+    finally:
+        cluster.destroy()
+
+
+def test_migrate_names_the_database_it_waited_for_without_its_password():
+    url = f"postgresql+psycopg://narrownet:s3cret@127.0.0.1:{free_port()}/narrownet"
+    out, err = narrownet_cli("db", "upgrade", "--wait", "1", database_url=url).communicate(timeout=120)
+    assert "did not accept connections within 1s" in err and "127.0.0.1" in err, err
+    assert "s3cret" not in out + err
+
+
+
 def as_local_process(service: dict, database_url: str, broker_url: str, home: Path) -> dict[str, str]:
     """A service's environment with the compose network's names swapped for the local servers: the user, host and
     database of the URL (the driver stays compose's), the broker, and the volumes' paths under `home`."""
