@@ -7,7 +7,7 @@ published port and its checkpoint's sha256, a worker container killed with SIGKI
 restart policy while the job finishes, then `down` and `up` again with everything still there.
 
 Needs root, podman, runc, debootstrap and podman-compose (tests/compose/install.sh, which .ci/run calls): it skips
-without them, and fails instead under CI=true. First run on a machine about 6 minutes, later runs about 3.
+without them, and fails instead under CI=true. First run on a machine about 7 minutes, later runs about 3.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.argv, *args], env=self.podman.env, capture_output=True, text=True,
-                                timeout=timeout, cwd=COMPOSE_FILE.parent)
+                                timeout=timeout, cwd=COMPOSE_FILE.parent, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"podman-compose {' '.join(args)} exited {result.returncode}:\n{tail(result)}\n"
                                  f"{self.logs()}")
