@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from core.db.migrate import current_revision
 from core.settings import Settings
-from narrownet.cluster import PostgresCluster, postgres_binary
+from narrownet.cluster import PostgresCluster, RedisServer, postgres_binary
 from narrownet.processes import free_port, http_ok, start_process, stop_all, wait_until
 from tests.compose.compose_file import (
     ROOT,
@@ -30,7 +31,7 @@ from tests.compose.compose_file import (
     started_services,
     variables_read,
 )
-from tests.service_guard import REDIS_HOST, REDIS_PORT, empty_redis_db, require_service, temporary_postgres_database
+from tests.service_guard import require_service, temporary_postgres_database
 
 COMPOSE = load(env_example())  # what a user who copied .env.example to .env gets
 SERVICES = COMPOSE["services"]
@@ -243,51 +244,61 @@ def argv_of(command: list[str], api_port: int) -> list[str]:
     return argv
 
 
+@pytest.fixture
+def local_servers(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A database of the test's own on the local PostgreSQL, and a redis-server of its own (no number to share)."""
+    require_service("redis-server", RedisServer.binary)
+    redis = RedisServer(tmp_path)
+    with temporary_postgres_database("narrownet_compose") as database_url:
+        try:
+            redis.start()
+            yield database_url, redis.url()
+        finally:
+            redis.kill()
+
+
 @pytest.mark.service
 @pytest.mark.slow
-def test_the_services_commands_and_readmes_first_key_command_run_a_job_as_processes(tmp_path: Path):
+def test_the_services_commands_and_readmes_first_key_command_run_a_job_as_processes(
+        local_servers: tuple[str, str], tmp_path: Path):
     (key_command,) = [argv for argv in readme_compose_commands() if argv[2:5] == ["run", "--rm", "api"]]
     assert key_command[5:] == ["narrownet", "keys", "create", "alice"]
-    api_port = free_port()
-    with temporary_postgres_database("narrownet_compose") as database_url:
-        broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{empty_redis_db()}"
-        envs = {name: as_local_process(SERVICES[name], database_url, broker_url, tmp_path)
-                for name in CPU_STACK & set(OURS)}
-        (tmp_path / "artifacts").mkdir()
-        migrate = subprocess.run(argv_of(SERVICES["migrate"]["command"], api_port), env=envs["migrate"],
-                                 capture_output=True, text=True, timeout=180)
-        assert migrate.returncode == 0, migrate.stderr
-        processes = {}
-        try:
-            for name in ("api", "worker-cpu", "reconciler"):
-                log = tmp_path / f"{name}.log"
-                processes[name] = start_process(argv_of(SERVICES[name]["command"], api_port), envs[name], log)
-            url = f"http://127.0.0.1:{api_port}"
-            wait_until(lambda: http_ok(f"{url}/readyz") or any(p.poll() is not None for p in processes.values()),
-                       120, "the API to be ready")
-            assert all(p.poll() is None for p in processes.values()), logs(tmp_path)
-            key = subprocess.run(argv_of(key_command[5:], api_port), env=envs["api"], capture_output=True,
-                                 text=True, timeout=120)
-            assert key.returncode == 0, key.stderr
-            headers = {"Authorization": f"Bearer {key.stdout.strip().splitlines()[-1]}"}
-            spec = {"name": "compose-processes", "regime": "constrained",
-                    "model": {"arch": "shallow", "width": 8}, "data": {"source": "synthetic", "n": 32, "d": 4},
-                    "optim": {"name": "gd", "lr": 0.1, "iterations": 200}, "checkpoint_every": 100}
-            created = httpx.post(f"{url}/v1/jobs", json=spec, headers=headers, timeout=30)
-            assert created.status_code == 201, created.text
-            job_id = created.json()["id"]
-            deadline = time.monotonic() + 180
-            while (job := httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30).json())["status"] in (
-                    "queued", "running"):
-                assert time.monotonic() < deadline, f"{job}\n{logs(tmp_path)}"
-                time.sleep(0.5)
-            assert job["status"] == "succeeded", f"{job}\n{logs(tmp_path)}"
-            checkpoint = httpx.get(f"{url}/v1/jobs/{job_id}/checkpoint", headers=headers, timeout=30)
-            assert checkpoint.status_code == 200
-            assert hashlib.sha256(checkpoint.content).hexdigest() == checkpoint.headers["X-Checkpoint-SHA256"]
-            assert list((tmp_path / "artifacts").rglob("*.safetensors")), "checkpoints go to the artifacts volume"
-        finally:
-            stop_all(processes.values())
+    api_port, url = (port := free_port()), f"http://127.0.0.1:{port}"
+    envs = {name: as_local_process(SERVICES[name], *local_servers, tmp_path) for name in CPU_STACK & set(OURS)}
+    (tmp_path / "artifacts").mkdir()
+    migrate = subprocess.run(argv_of(SERVICES["migrate"]["command"], api_port), env=envs["migrate"],
+                             capture_output=True, text=True, timeout=180)
+    assert migrate.returncode == 0, migrate.stderr
+    processes = {}
+    try:
+        for name in ("api", "worker-cpu", "reconciler"):
+            log = tmp_path / f"{name}.log"
+            processes[name] = start_process(argv_of(SERVICES[name]["command"], api_port), envs[name], log)
+        wait_until(lambda: http_ok(f"{url}/readyz") or any(p.poll() is not None for p in processes.values()),
+                   120, "the API to be ready")
+        assert all(p.poll() is None for p in processes.values()), logs(tmp_path)
+        key = subprocess.run(argv_of(key_command[5:], api_port), env=envs["api"], capture_output=True, text=True,
+                             timeout=120)
+        assert key.returncode == 0, key.stderr
+        headers = {"Authorization": f"Bearer {key.stdout.strip().splitlines()[-1]}"}
+        spec = {"name": "compose-processes", "regime": "constrained", "model": {"arch": "shallow", "width": 8},
+                "data": {"source": "synthetic", "n": 32, "d": 4}, "optim": {"name": "gd", "lr": 0.1, "iterations": 200},
+                "checkpoint_every": 100}
+        created = httpx.post(f"{url}/v1/jobs", json=spec, headers=headers, timeout=30)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        deadline = time.monotonic() + 180
+        while (job := httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=30).json())["status"] in (
+                "queued", "running"):
+            assert time.monotonic() < deadline, f"{job}\n{logs(tmp_path)}"
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", f"{job}\n{logs(tmp_path)}"
+        checkpoint = httpx.get(f"{url}/v1/jobs/{job_id}/checkpoint", headers=headers, timeout=30)
+        assert checkpoint.status_code == 200
+        assert hashlib.sha256(checkpoint.content).hexdigest() == checkpoint.headers["X-Checkpoint-SHA256"]
+        assert list((tmp_path / "artifacts").rglob("*.safetensors")), "checkpoints go to the artifacts volume"
+    finally:
+        stop_all(processes.values())
 
 
 def logs(directory: Path) -> str:
