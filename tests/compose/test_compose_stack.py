@@ -7,7 +7,7 @@ published port and its checkpoint's sha256, a worker container killed with SIGKI
 restart policy while the job finishes, then `down` and `up` again with everything still there.
 
 Needs root, podman, runc, debootstrap and podman-compose (tests/compose/install.sh, which .ci/run calls): it skips
-without them, and fails instead under CI=true. First run on a machine about 7 minutes, later runs about 3.
+without them, and fails instead under CI=true. A first run on a machine took 5 minutes here, a rerun 2 to 2.5.
 """
 
 from __future__ import annotations
@@ -151,10 +151,19 @@ def podman() -> Podman:
 
 @pytest.fixture(scope="module")
 def images(podman: Podman) -> dict[str, str]:
-    base = podman.base_image()
+    """The images, each built only when its cache misses; how long each took is printed (pytest -s shows it)."""
+    def timed(what: str, make: Callable[[], str]) -> str:
+        started = time.monotonic()
+        tag = make()
+        print(f"compose stack: {what}: {tag} in {time.monotonic() - started:.0f}s")
+        return tag
+
+    base = timed("base image", podman.base_image)
     build = load(env_example())["services"]["api"]["build"]
-    return {"NARROWNET_IMAGE": podman.narrownet_image(base, build, "localhost/narrownet-test:cpu"),
-            "POSTGRES_IMAGE": podman.standin("postgres", base), "REDIS_IMAGE": podman.standin("redis", base)}
+    return {"NARROWNET_IMAGE": timed("narrownet image (wheels, offline build)",
+                                     lambda: podman.narrownet_image(base, build, "localhost/narrownet-test:cpu")),
+            "POSTGRES_IMAGE": timed("postgres stand-in", lambda: podman.standin("postgres", base)),
+            "REDIS_IMAGE": timed("redis stand-in", lambda: podman.standin("redis", base))}
 
 
 @pytest.fixture(scope="module")
