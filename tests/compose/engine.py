@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 STANDINS = HERE / "standins"
 CACHE = Path(os.environ.get("NARROWNET_COMPOSE_CACHE", Path.home() / ".cache" / "narrownet" / "compose"))
 VENV_BIN = Path(sys.executable).parent
-DEBIAN = ("bookworm", "http://deb.debian.org/debian", ("python3", "python3-venv"))
+DEBIAN = ("bookworm", ("python3", "python3-venv"))  # from debootstrap's default mirror
 RUNTIME_LOCKS = ("requirements.lock", "requirements-cpu.lock")
 TOOLS = {"podman": "apt-get install podman", "runc": "apt-get install runc",
          "debootstrap": "apt-get install debootstrap", "podman-compose": "make setup (requirements-dev.lock)"}
@@ -74,14 +74,14 @@ class Podman:
 
     def base_image(self) -> str:
         """Debian 12 minbase with python3 and venv, from debootstrap (about a minute, once per machine)."""
-        suite, mirror, packages = DEBIAN
-        tag = f"localhost/narrownet-test-base:{digest(suite, mirror, *packages)}"
+        suite, packages = DEBIAN
+        tag = f"localhost/narrownet-test-base:{digest(suite, *packages)}"
         if self.image_exists(tag):
             return tag
         CACHE.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs), mirror],
+            run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs)],
                 timeout=900)
             for leftovers in ("var/cache/apt/archives", "var/lib/apt/lists"):
                 for path in (rootfs / leftovers).glob("*"):
@@ -103,6 +103,14 @@ class Podman:
             self.run("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-f", str(containerfile),
                      "-t", tag, str(STANDINS))
         return tag
+
+    def forget_stale(self, current: list[str]) -> None:
+        """Remove the cached images of older recipes (another digest in the tag), children before the base."""
+        for repository in ("localhost/narrownet-test-postgres", "localhost/narrownet-test-redis",
+                           "localhost/narrownet-test-base"):
+            tags = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+            for tag in set(tags) - set(current):
+                self.run("rmi", tag, check=False)
 
     def narrownet_image(self, base: str, build: dict[str, object], tag: str) -> str:
         """The project's Dockerfile as compose's `build:` section gives it, offline, on `base`."""

@@ -160,10 +160,12 @@ def images(podman: Podman) -> dict[str, str]:
 
     base = timed("base image", podman.base_image)
     build = load(env_example())["services"]["api"]["build"]
-    return {"NARROWNET_IMAGE": timed("narrownet image (wheels, offline build)",
-                                     lambda: podman.narrownet_image(base, build, "localhost/narrownet-test:cpu")),
-            "POSTGRES_IMAGE": timed("postgres stand-in", lambda: podman.standin("postgres", base)),
-            "REDIS_IMAGE": timed("redis stand-in", lambda: podman.standin("redis", base))}
+    images = {"NARROWNET_IMAGE": timed("narrownet image (wheels, offline build)",
+                                       lambda: podman.narrownet_image(base, build, "localhost/narrownet-test:cpu")),
+              "POSTGRES_IMAGE": timed("postgres stand-in", lambda: podman.standin("postgres", base)),
+              "REDIS_IMAGE": timed("redis stand-in", lambda: podman.standin("redis", base))}
+    podman.forget_stale([base, images["POSTGRES_IMAGE"], images["REDIS_IMAGE"]])
+    return images
 
 
 @pytest.fixture(scope="module")
