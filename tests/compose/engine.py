@@ -150,6 +150,9 @@ def prepare_wheels() -> Path:
     run([str(VENV_BIN / "pip"), "wheel", "--quiet", "--no-deps", "-r", str(flat), "-w", str(target)], timeout=900)
     flat.unlink()
     (target / ".complete").touch()
+    for older in CACHE.glob("wheels-*"):  # the wheels of locks that have changed since
+        if older != target:
+            shutil.rmtree(older, ignore_errors=True)
     return target
 
 
