@@ -7,9 +7,10 @@ PIP_ARGS ?=
 
 .PHONY: setup serve test lint bench screenshots
 
-$(BIN)/narrownet: requirements.lock pyproject.toml
+# requirements-dev.lock is the runtime lock (requirements.lock, all the image gets) plus the dev tools.
+$(BIN)/narrownet: requirements.lock requirements-dev.lock pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q $(PIP_ARGS) -r requirements.lock
+	$(BIN)/pip install -q $(PIP_ARGS) -r requirements-dev.lock
 	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 

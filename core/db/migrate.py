@@ -6,12 +6,14 @@ The migration scripts live in migrations/ next to the api package; the URL is pa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import OperationalError
 
 from core.db.session import sqlalchemy_url
 from core.settings import get_settings
@@ -24,6 +26,24 @@ def alembic_config(url: str | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url or get_settings().resolved_database_url
     return config
+
+
+def wait_for_database(url: str, timeout: float, poll: float = 1.0) -> None:
+    """Return once the database at `url` accepts a connection; re-raise the last OperationalError after `timeout`
+    seconds. Compose starts the database beside us, and not every engine holds us back until it is healthy."""
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with engine.connect():
+                    return
+            except OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
+    finally:
+        engine.dispose()
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

@@ -30,12 +30,24 @@ def upgrade_embedded() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(
+    wait: Annotated[float, typer.Option(min=0, help="seconds to wait for the database to accept connections")] = 0,
+) -> None:
     """Bring the database schema to the latest migration."""
-    from core.db.migrate import upgrade
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from core.db.migrate import upgrade, wait_for_database
 
     url = get_settings().resolved_database_url
     _sqlite_parent(url).mkdir(parents=True, exist_ok=True)
+    if wait:
+        try:
+            wait_for_database(url, wait)
+        except OperationalError as exc:
+            where = make_url(url).render_as_string(hide_password=True)
+            reason = str(exc.orig).strip().splitlines()[0]
+            raise fail(f"the database at {where} did not accept connections within {wait:g}s: {reason}") from None
     upgrade(url)
     out.print("database schema is up to date")
 
