@@ -22,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.suggestions import unknown_field_reason
+from core.artifacts.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,12 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error")
 
 
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("artifact store unavailable: %s", exc)
+    return error_response(503, "artifact_store_unavailable", "the artifact store is unreachable; retry shortly",
+                          headers={"Retry-After": "5"})
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal error")
@@ -276,4 +283,5 @@ def install_error_handlers(app: FastAPI, body_models: tuple[type[BaseModel], ...
     app.add_exception_handler(RequestValidationError, _request_validation(body_models))
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unhandled)

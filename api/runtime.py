@@ -1,4 +1,5 @@
-"""What one app instance holds: its settings, database engine, Celery app, rate limiter and metrics.
+"""What one app instance holds: its settings, database engine, Celery app, artifact store, rate limiter and
+metrics.
 
 Built by create_app from the settings it is given (tests pass their own), so nothing here reads
 process-global configuration. Making the engine does not connect; the first request does.
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
+from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine
 from core.queue import enqueue_job, make_celery
 from core.settings import Settings
@@ -28,6 +30,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     celery: Celery
+    artifacts: ArtifactStore
     limiter: Limiter
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
@@ -39,6 +42,7 @@ class Runtime:
             engine=engine,
             sessions=sessionmaker(bind=engine, expire_on_commit=False),
             celery=make_celery(settings.resolved_broker_url),
+            artifacts=store_for(settings),
             limiter=make_limiter(settings),
         )
 

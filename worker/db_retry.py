@@ -1,7 +1,9 @@
-"""Riding out a database restart: a worker's writes retry transient errors with capped exponential backoff.
+"""Riding out a database or artifact store restart: a worker's writes retry transient errors with capped
+exponential backoff.
 
 The retry budget is the job's lease. Past it the lease has run out anyway and the reconciler may already have
-put the job back on its queue, so the attempt gives up (DatabaseUnavailable) instead of writing late.
+put the job back on its queue, so the attempt gives up (DatabaseUnavailable, ArtifactStoreUnavailable) instead
+of writing late.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from core.artifacts.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -23,20 +27,30 @@ FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 2.0
 
 
-class DatabaseUnavailable(Exception):
-    """The database stayed unreachable for a whole lease: this attempt stops without writing an outcome."""
+class Unavailable(Exception):
+    """A service the attempt needs stayed unreachable for a whole lease: it stops without writing an outcome,
+    and the reconciler hands the job on once the lease has run out."""
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database stayed unreachable for a whole lease."""
+
+
+class ArtifactStoreUnavailable(Unavailable):
+    """The artifact store stayed unreachable for a whole lease."""
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors that say the database could not be reached (or dropped us), not that the statement was wrong."""
-    if isinstance(exc, PoolTimeoutError):
+    """Errors that say a service could not be reached (or dropped us), not that the request was wrong."""
+    if isinstance(exc, (PoolTimeoutError, StoreUnavailable)):
         return True
     return isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
 
 
 def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) -> T:
-    """Run `write` (one whole transaction), retrying transient database errors for up to budget_seconds.
+    """Run `write` (one whole transaction, or one store operation), retrying transient database and artifact
+    store errors for up to budget_seconds.
 
     `write` must be safe to run again: a commit whose answer was lost may have landed.
     """
@@ -46,17 +60,18 @@ def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) ->
     while True:
         try:
             return write()
-        except (DBAPIError, PoolTimeoutError) as exc:
+        except (DBAPIError, PoolTimeoutError, StoreUnavailable) as exc:
             if not is_transient(exc):
                 raise
             failures += 1
             remaining = deadline - time.monotonic()
+            service = "artifact store" if isinstance(exc, StoreUnavailable) else "database"
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
             if remaining <= 0:
-                raise DatabaseUnavailable(
-                    f"{what}: database unreachable for {budget_seconds:g}s ({reason})") from exc
-            # Jittered, so workers that lost the database together do not all reconnect at one instant.
+                gave_up = ArtifactStoreUnavailable if isinstance(exc, StoreUnavailable) else DatabaseUnavailable
+                raise gave_up(f"{what}: {service} unreachable for {budget_seconds:g}s ({reason})") from exc
+            # Jittered, so workers that lost the service together do not all reconnect at one instant.
             pause = min(remaining, random.uniform(delay / 2, delay))
-            log.warning("%s: database unavailable (%s); retry %d in %.2fs", what, reason, failures, pause)
+            log.warning("%s: %s unavailable (%s); retry %d in %.2fs", what, service, reason, failures, pause)
             time.sleep(pause)
             delay = min(delay * 2, MAX_DELAY_SECONDS)
