@@ -41,8 +41,11 @@ def parse_url(url: str) -> tuple[str, str]:
         raise ValueError("expected s3://bucket or s3://bucket/prefix (a bucket name of 3-63 lowercase letters, "
                          "digits, '.' or '-')")
     prefix = parts.path.strip("/")
-    if prefix:
-        check_key(prefix)
+    try:
+        if prefix:
+            check_key(prefix)
+    except ArtifactNotFound as exc:
+        raise ValueError(f"the prefix {prefix!r} may hold only letters, digits, '.', '_', '-' and '/'") from exc
     return parts.netloc, prefix
 
 
@@ -109,7 +112,8 @@ class S3Store:
         return _BodyReader(response["Body"], response["ContentLength"], response["ETag"], key)
 
     def keys(self, prefix: str) -> list[str]:
-        full = self._full(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
+        full = (self._full(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "") if prefix
+                else f"{self.prefix}/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         found: list[str] = []
         try:

@@ -114,3 +114,7 @@ def tiny_spec(**overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def dataset_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    return tiny_spec(data={"source": "dataset", "id": dataset_id}, **overrides)
