@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +23,16 @@ OURS = sorted(name for name, svc in SERVICES.items() if "build" in svc)
 VENV_BIN = Path(sys.executable).parent
 
 
+def interpolate(value: str) -> str:
+    """`${VAR:-default}` as compose fills it in from the shell: VAR when set and not empty, else the default."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1)) or m.group(2), value)
+
+
 def env_of(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):  # the "KEY=value" list form
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
+    return {k: interpolate(str(v)) for k, v in env.items()}
 
 
 def settings_env_names() -> dict[str, str]:
@@ -67,8 +74,19 @@ def test_every_narrownet_variable_is_a_setting_with_a_valid_value(name, monkeypa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()  # raises if a value does not validate
-    for key in env:
-        assert key in known and getattr(settings, known[key]) is not None
+    for key, value in env.items():
+        assert key in known and (getattr(settings, known[key]) is not None or value == "")  # "": left unset
+
+
+def test_the_s3_profile_runs_a_store_and_the_setting_that_uses_it_validates(monkeypatch):
+    for name in ("minio", "minio-bucket"):
+        assert SERVICES[name]["profiles"] == ["s3"], f"{name} must not start without --profile s3"
+    assert SERVICES["minio"]["healthcheck"]["test"]
+    monkeypatch.setenv("NARROWNET_ARTIFACT_URL", "s3://narrownet/artifacts")
+    env = env_of(SERVICES["api"])
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["NARROWNET_ARTIFACT_URL"] == "s3://narrownet/artifacts"
+    bucket = SERVICES["minio-bucket"]["entrypoint"][-1].removeprefix("store/")
+    assert Settings(artifact_url=env["NARROWNET_ARTIFACT_URL"]).artifact_url == f"s3://{bucket}/artifacts"
 
 
 @pytest.mark.parametrize("name", OURS)
