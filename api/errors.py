@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.suggestions import unknown_field_reason
+from core.artifacts.errors import StoreUnavailable
 from core.db import errors as db_errors
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,10 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
 async def _login_required(_: Request, exc: Exception) -> RedirectResponse:
     assert isinstance(exc, LoginRequired)
     return RedirectResponse(f"/ui/login?{urlencode({'next': exc.next_path})}", status_code=303)
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("artifact store unavailable: %s", exc)
+    return error_response(503, "artifact_store_unavailable", "the artifact store is unreachable; retry shortly",
+                          headers={"Retry-After": "5"})
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
@@ -309,4 +314,5 @@ def install_error_handlers(app: FastAPI, body_models: tuple[type[BaseModel], ...
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_error)
     app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unhandled)

@@ -1,5 +1,5 @@
-"""What one app instance holds: settings, database engine, Celery app, rate limiter, metrics, the dashboard's
-cookie signer and the live event feeds.
+"""What one app instance holds: settings, database engine, Celery app, artifact store, rate limiter, metrics,
+the dashboard's cookie signer and the live event feeds.
 
 Built by create_app from the settings it is given (tests pass their own), so nothing here reads
 process-global configuration. Making the engine does not connect; the first request does.
@@ -22,6 +22,7 @@ from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
 from api.services.job_events import JobEventHub
 from api.services.signin import SessionCookies, load_or_create_secret
+from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine
 from core.queue import enqueue_job, make_celery
 from core.settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     celery: Celery
+    artifacts: ArtifactStore
     limiter: Limiter
     turns: anyio.Semaphore
     cookies: SessionCookies
@@ -59,6 +61,7 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
+            artifacts=store_for(settings),
             limiter=make_limiter(settings),
             turns=anyio.Semaphore(settings.api_db_concurrency),
             cookies=SessionCookies(secret, settings.session_max_age_seconds),

@@ -1,7 +1,8 @@
 """The one settings object (prefix NARROWNET_), read by api, worker, CLI and Alembic.
 
 Embedded default: everything (SQLite database, SQLite-backed Celery broker, artifacts) lives under
-`home`. Production sets NARROWNET_DATABASE_URL (PostgreSQL) and NARROWNET_BROKER_URL (Redis).
+`home`. Production sets NARROWNET_DATABASE_URL (PostgreSQL) and NARROWNET_BROKER_URL (Redis), and, when workers
+run on other hosts than the API, NARROWNET_ARTIFACT_URL (S3-compatible object storage).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +22,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="default: SQLite file under home")
     broker_url: str | None = Field(default=None, description="default: SQLite-backed kombu broker under home")
     artifact_dir: Path | None = Field(default=None, description="checkpoints; default: home/artifacts")
+    artifact_url: str | None = Field(
+        default=None, description="s3://bucket/prefix: checkpoints and datasets in S3-compatible object storage "
+                                  "(endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); "
+                                  "unset: the local artifact_dir")
+    work_dir: Path | None = Field(default=None, description="a worker's local run directories and dataset cache "
+                                                            "(and the API's upload staging with S3); default: "
+                                                            "home/work")
     data_dir: Path | None = Field(default=None, description="local MNIST IDX / CIFAR python batches")
 
     database_busy_timeout_seconds: float = Field(
@@ -69,6 +77,16 @@ class Settings(BaseSettings):
                          validation_alias=AliasChoices("NARROWNET_URL", "NARROWNET_API_URL"))
     api_key: str | None = Field(default=None, description="API key for the CLI client")
 
+    @field_validator("artifact_url")
+    @classmethod
+    def _artifact_url(cls, value: str | None) -> str | None:
+        if not value:  # compose passes an unset variable as ""
+            return None
+        from core.artifacts.s3 import parse_url  # the one parser, which also says what is wrong
+
+        parse_url(value)
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'narrownet.db').resolve()}"
@@ -84,6 +102,15 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return (self.work_dir or self.home / "work").resolve()
+
+    @property
+    def upload_staging_dir(self) -> Path:
+        # Beside the local store, accepting an upload is a link, not a copy; with S3 it is a local disk.
+        return self.resolved_artifact_dir / "tmp" if self.artifact_url is None else self.resolved_work_dir / "uploads"
 
 
 @lru_cache

@@ -1,9 +1,12 @@
 """A narrownet deployment on loopback made of real processes that a test or a benchmark can kill by pid.
 
-Used by the tests (tests/reliability) and the benchmarks (bench/chaos.py, bench/bench_embedded_load.py):
+Used by the tests (tests/reliability) and the benchmarks (bench/chaos.py, bench/bench_embedded_load.py,
+bench/bench_artifacts.py):
   RedisServer       a redis-server of our own on a free port, no persistence (killing it loses its messages)
   PostgresCluster   a throwaway PostgreSQL cluster (initdb, pg_ctl) on a free port, to stop and start
-  Cluster           uvicorn (the API), Celery workers and the reconciler, sharing one environment
+  S3Server          (s3server.py) moto's S3 server on a free port, behind a relay that can be cut and restored
+  Cluster           uvicorn (the API), Celery workers and the reconciler, sharing one environment (each process
+                    may add its own settings: a worker on "another host" gets a home of its own)
   Serve             `narrownet serve --print-key`, the embedded default, started as a user starts it
 
 Every process runs in its own session (process group) and is stopped by pid; nothing here touches a server it
@@ -30,13 +33,14 @@ STARTUP_SECONDS = 90.0
 class RedisServer:
     """redis-server on a free loopback port with persistence off: a kill loses every message it held."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port or free_port()
         self.log = log_dir / f"redis-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://{self.host}:{self.port}/{db}"
 
     @staticmethod
     def binary() -> str:
@@ -48,13 +52,13 @@ class RedisServer:
     def start(self) -> None:
         binary = self.binary()
         self.process = start_process(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no"], dict(os.environ), self.log)
+            [binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--protected-mode", "no"], dict(os.environ), self.log)
         wait_until(self.answers, 30, f"redis-server on port {self.port}")
 
     def answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            with socket.create_connection((self.host, self.port), timeout=1) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
@@ -66,7 +70,7 @@ class RedisServer:
             self.process = None
 
     def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        with socket.create_connection((self.host, self.port), timeout=5) as s:
             s.sendall(b"FLUSHALL\r\n")
             s.recv(16)
 
@@ -83,10 +87,12 @@ def postgres_binary(name: str) -> str:
 class PostgresCluster:
     """A PostgreSQL cluster of our own (trust auth, loopback, free port) in a temporary data directory.
 
-    PostgreSQL refuses to run as root, so under root its commands run as the `postgres` user.
+    PostgreSQL refuses to run as root, so under root its commands run as the `postgres` user. `host` is the
+    address it listens on, and `allow` a network (CIDR) whose clients it trusts besides loopback.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", allow: str | None = None) -> None:
+        self.host, self.allow = host, allow
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="narrownet-pg-"))
         self.data = self.dir / "data"
@@ -94,7 +100,7 @@ class PostgresCluster:
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{database}"
 
     def _run(self, *argv: str) -> None:
         subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
@@ -104,9 +110,12 @@ class PostgresCluster:
             shutil.chown(self.dir, "postgres")
         self._run(postgres_binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--no-sync", "-E", "UTF8")
+        if self.allow:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.allow} trust\n")
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} -c fsync=off "
                    "-c full_page_writes=off")
         self._run(postgres_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
                   "-t", "60", "start")
@@ -117,7 +126,7 @@ class PostgresCluster:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+        with psycopg.connect(f"host={self.host} port={self.port} user=postgres dbname=postgres",
                              autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
@@ -137,7 +146,7 @@ class Cluster:
     home: Path
     database_url: str
     broker_url: str
-    settings: dict[str, str] = field(default_factory=dict)  # more NARROWNET_* for every process
+    settings: dict[str, str] = field(default_factory=dict)  # more environment (NARROWNET_*, AWS_*) for every process
     api_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _log_starts: dict[str, int] = field(default_factory=dict)  # a restarted process appends to its log
@@ -165,10 +174,11 @@ class Cluster:
             f.seek(self._log_starts.get(name, 0) if since_start else 0)
             return f.read().decode(errors="replace")
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `argv` with the cluster's environment plus `env` (this process's own settings)."""
         log = self.log(name)
         self._log_starts[name] = log.stat().st_size if log.exists() else 0
-        process = start_process(argv, self.env, log)
+        process = start_process(argv, {**self.env, **(env or {})}, log)
         self.processes[name] = process
         return process
 
@@ -176,11 +186,14 @@ class Cluster:
         return self.start(name, [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
                                  "--host", "127.0.0.1", "--port", str(self.api_port)])
 
-    def start_worker(self, name: str = "worker", concurrency: int = 1) -> subprocess.Popen[bytes]:
-        return self.start(name, [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-                                 "--queues", "cpu,gpu", "--concurrency", str(concurrency), "--loglevel", "INFO",
-                                 "--hostname", f"{name}-{self.api_port}@%h", "--without-heartbeat",
-                                 "--without-gossip", "--without-mingle"])
+    def start_worker(self, name: str = "worker", concurrency: int = 1, env: dict[str, str] | None = None,
+                     wrap: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """A Celery worker; `env` adds its own settings (a home of its own: another host's disk), and `wrap`
+        runs it inside another command (`ip netns exec NS`: another host's network)."""
+        return self.start(name, [*(wrap or []), sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app",
+                                 "worker", "--queues", "cpu,gpu", "--concurrency", str(concurrency), "--loglevel",
+                                 "INFO", "--hostname", f"{name}-{self.api_port}@%h", "--without-heartbeat",
+                                 "--without-gossip", "--without-mingle"], env)
 
     def start_reconciler(self, name: str = "reconciler") -> subprocess.Popen[bytes]:
         return self.start(name, [sys.executable, "-m", "narrownet", "reconcile"])

@@ -38,6 +38,7 @@ SERVICES = COMPOSE["services"]
 OURS = sorted(name for name, svc in SERVICES.items() if "build" in svc)
 VENV_BIN = Path(sys.executable).parent
 CPU_STACK = {"postgres", "redis", "migrate", "api", "worker-cpu", "reconciler"}
+S3_STORE = {"minio", "minio-bucket"}  # profile "s3": the object store of README's Cluster section
 
 
 def settings_env_names() -> dict[str, str]:
@@ -64,7 +65,7 @@ def mounts(service: dict) -> dict[str, tuple[str, str]]:
 
 
 def test_the_stack_has_its_parts():
-    assert CPU_STACK | {"worker-gpu"} == set(SERVICES)
+    assert CPU_STACK | {"worker-gpu"} | S3_STORE == set(SERVICES)
     for infra in ("postgres", "redis"):
         assert SERVICES[infra]["healthcheck"]["test"], f"{infra} needs a healthcheck"
     for name in ("api", "worker-cpu", "worker-gpu"):
@@ -78,7 +79,8 @@ def test_the_stack_has_its_parts():
 def test_a_plain_up_starts_everything_but_the_gpu_worker():
     assert started_services(COMPOSE, ["docker", "compose", "up"]) == CPU_STACK
     assert started_services(COMPOSE, ["docker", "compose", "--profile", "gpu", "up"]) == CPU_STACK | {"worker-gpu"}
-    assert [name for name, svc in SERVICES.items() if svc.get("profiles")] == ["worker-gpu"]
+    assert started_services(COMPOSE, ["docker", "compose", "--profile", "s3", "up"]) == CPU_STACK | S3_STORE
+    assert {name for name, svc in SERVICES.items() if svc.get("profiles")} == {"worker-gpu"} | S3_STORE
 
 
 def test_readmes_commands_for_cpu_only_and_gpu_hosts_both_start_the_reconciler():
@@ -115,7 +117,8 @@ def test_the_postgres_password_comes_from_env_only():
 
 def test_the_api_is_published_on_loopback_by_default():
     assert SERVICES["api"]["ports"] == ["127.0.0.1:8000:8000"]
-    assert [name for name, svc in SERVICES.items() if svc.get("ports")] == ["api"]
+    assert [name for name, svc in SERVICES.items() if svc.get("ports")] == ["api", "minio"]
+    assert SERVICES["minio"]["ports"] == ["127.0.0.1:9000:9000"]
     elsewhere = load({**env_example(), "API_ADDRESS": "0.0.0.0", "API_PORT": "9000"})
     assert elsewhere["services"]["api"]["ports"] == ["0.0.0.0:9000:8000"]
 
@@ -133,7 +136,8 @@ def test_image_names_are_variables_that_default_to_the_official_images():
     defaults = load({"POSTGRES_PASSWORD": "x"})["services"]
     assert {n: s["image"] for n, s in defaults.items()} == {
         "postgres": "postgres:16", "redis": "redis:7", "migrate": "narrownet:cpu", "api": "narrownet:cpu",
-        "worker-cpu": "narrownet:cpu", "reconciler": "narrownet:cpu", "worker-gpu": "narrownet:cu130"}
+        "worker-cpu": "narrownet:cpu", "reconciler": "narrownet:cpu", "worker-gpu": "narrownet:cu130",
+        "minio": "minio/minio:RELEASE.2025-04-22T22-12-26Z", "minio-bucket": "minio/mc:RELEASE.2025-04-16T18-13-26Z"}
     swapped = load({"POSTGRES_PASSWORD": "x", "POSTGRES_IMAGE": "pg:test", "NARROWNET_IMAGE": "nn:test"})["services"]
     assert swapped["postgres"]["image"] == "pg:test" and swapped["api"]["image"] == "nn:test"
 
@@ -163,8 +167,22 @@ def test_every_narrownet_variable_is_a_setting_with_a_valid_value(name, monkeypa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()  # raises if a value does not validate
-    for key in env:
-        assert key in known and getattr(settings, known[key]) is not None
+    for key, value in env.items():
+        assert key in known and (getattr(settings, known[key]) is not None or value == "")  # "": left unset
+
+
+def test_the_s3_profile_runs_a_store_and_the_setting_that_uses_it_validates(monkeypatch):
+    for name in ("minio", "minio-bucket"):
+        assert SERVICES[name]["profiles"] == ["s3"], f"{name} must not start without --profile s3"
+    assert SERVICES["minio"]["healthcheck"]["test"]
+    compose = load({**env_example(), "NARROWNET_ARTIFACT_URL": "s3://narrownet/artifacts",
+                    "AWS_SECRET_ACCESS_KEY": "from-dot-env"})
+    env = env_of(compose["services"]["api"])
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["NARROWNET_ARTIFACT_URL"] == "s3://narrownet/artifacts"
+    assert compose["services"]["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "from-dot-env"
+    assert "from-dot-env" not in (ROOT / "docker-compose.yml").read_text()  # the secret comes from .env only
+    bucket = SERVICES["minio-bucket"]["entrypoint"][-1].removeprefix("store/")
+    assert Settings(artifact_url=env["NARROWNET_ARTIFACT_URL"]).artifact_url == f"s3://{bucket}/artifacts"
 
 
 @pytest.mark.parametrize("name", OURS)

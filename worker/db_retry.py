@@ -1,10 +1,10 @@
-"""Riding out a database restart, and the API's turn at SQLite's write lock: a worker's writes retry transient
-errors with capped exponential backoff.
+"""Riding out a database or artifact store restart, and the API's turn at SQLite's write lock: a worker's writes
+retry transient errors with capped exponential backoff.
 
 Transient means busy (SQLite's "database is locked", a lock or pooled connection not granted in time) or
-unavailable (the database cannot be reached); core.db.errors tells them apart. The retry budget is the job's
-lease. Past it the lease has run out anyway and the reconciler may already have put the job back on its
-queue, so the attempt gives up (DatabaseUnavailable) instead of writing late.
+unavailable (the database or the store cannot be reached); core.db.errors tells a database's apart. The retry
+budget is the job's lease. Past it the lease has run out anyway and the reconciler may already have put the job
+back on its queue, so the attempt gives up (DatabaseUnavailable, ArtifactStoreUnavailable) instead of writing late.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from core.db.errors import describe, is_busy, is_transient
+from core.artifacts.errors import StoreUnavailable
+from core.db import errors as db_errors
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,27 @@ FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 2.0
 
 
-class DatabaseUnavailable(Exception):
-    """The database stayed unreachable (or busy) for a whole lease: this attempt stops without an outcome."""
+class Unavailable(Exception):
+    """A service the attempt needs stayed unreachable (or busy) for a whole lease: it stops without writing an
+    outcome, and the reconciler hands the job on once the lease has run out."""
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database stayed unreachable (or busy) for a whole lease."""
+
+
+class ArtifactStoreUnavailable(Unavailable):
+    """The artifact store stayed unreachable for a whole lease."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say a service was busy or could not be reached, not that the request was wrong."""
+    return isinstance(exc, StoreUnavailable) or db_errors.is_transient(exc)
 
 
 def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) -> T:
-    """Run `write` (one whole transaction), retrying transient database errors for up to budget_seconds.
+    """Run `write` (one whole transaction, or one store operation), retrying transient database and artifact
+    store errors for up to budget_seconds.
 
     `write` must be safe to run again: a commit whose answer was lost may have landed.
     """
@@ -43,18 +59,20 @@ def with_retries(write: Callable[[], T], *, what: str, budget_seconds: float) ->
     while True:
         try:
             return write()
-        except (DBAPIError, PoolTimeoutError) as exc:
+        except (DBAPIError, PoolTimeoutError, StoreUnavailable) as exc:
             if not is_transient(exc):
                 raise
             failures += 1
-            state = "busy" if is_busy(exc) else "unavailable"
+            state = "busy" if db_errors.is_busy(exc) else "unavailable"
             remaining = deadline - time.monotonic()
-            reason = describe(exc)
+            service = "artifact store" if isinstance(exc, StoreUnavailable) else "database"
+            reason = db_errors.describe(exc)
             if remaining <= 0:
                 why = "busy" if state == "busy" else "unreachable"
-                raise DatabaseUnavailable(f"{what}: database {why} for {budget_seconds:g}s ({reason})") from exc
-            # Jittered, so workers that lost the database together do not all reconnect at one instant.
+                gave_up = ArtifactStoreUnavailable if isinstance(exc, StoreUnavailable) else DatabaseUnavailable
+                raise gave_up(f"{what}: {service} {why} for {budget_seconds:g}s ({reason})") from exc
+            # Jittered, so workers that lost the service together do not all reconnect at one instant.
             pause = min(remaining, random.uniform(delay / 2, delay))
-            log.warning("%s: database %s (%s); retry %d in %.2fs", what, state, reason, failures, pause)
+            log.warning("%s: %s %s (%s); retry %d in %.2fs", what, service, state, reason, failures, pause)
             time.sleep(pause)
             delay = min(delay * 2, MAX_DELAY_SECONDS)

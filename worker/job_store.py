@@ -1,13 +1,18 @@
-"""The worker's writes for one claimed attempt: fenced by the attempt, each retried through a database restart.
+"""The worker's writes for one claimed attempt: fenced by the attempt, each retried through a database or
+artifact store restart.
 
 The queries live in core.repositories.jobs; this is the shell around them. Each write is its own short
-transaction, so the API never waits on a training run, and each is safe to repeat, so a database restart is
-ridden out by retrying (db_retry). A fenced write that matches no row raises LeaseLost: a newer attempt (or a
-final state set elsewhere, or the reconciler) owns the job, and this attempt stops writing.
+transaction, so the API never waits on a training run, and each is safe to repeat, so a restart is ridden out
+by retrying (db_retry). A fenced write that matches no row raises LeaseLost: a newer attempt (or a final state
+set elsewhere, or the reconciler) owns the job, and this attempt stops writing.
+
+Files go through JobArtifacts (job_artifacts.py): a checkpoint is published to the artifact store before its
+row is written, outside any transaction, so a row always points at a complete object.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,12 +20,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.artifacts.errors import StoreUnavailable
+from core.artifacts.store import ArtifactStore
 from core.db.models import JobStatus, utcnow
 from core.jsonvalues import finite_or_none
 from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
 from core.repositories.jobs import ClaimedJob
 from worker.db_retry import with_retries
+from worker.job_artifacts import JobArtifacts, Recorded
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -33,11 +43,13 @@ class JobStore:
     """Fenced writes for one claimed attempt of one job, each retried through a database restart."""
 
     def __init__(self, sessions: sessionmaker[Session], job: ClaimedJob, *, lease_seconds: float,
-                 artifact_dir: Path) -> None:
+                 artifacts: ArtifactStore, work_dir: Path) -> None:
         self.sessions = sessions
         self.job = job
         self.lease_seconds = lease_seconds
-        self.artifact_dir = artifact_dir
+        self.files = JobArtifacts(artifacts, work_dir, job.id, job.attempt)
+        self._published: dict[tuple[int, str], str] = {}  # (step, sha256) -> key of checkpoints in the store
+        self._kept: list[str] = []  # keys of the recorded checkpoints still in the store, oldest first
 
     def _retrying(self, what: str, write: Callable[[], T]) -> T:
         # Budget = the lease: a write that lands later than that may find the job already handed on.
@@ -52,14 +64,15 @@ class JobStore:
         return {"lease_expires_at": utcnow() + timedelta(seconds=self.lease_seconds)}
 
     def dataset_path(self, dataset_id: str) -> Path:
-        """The stored upload for a dataset the job's owner has (the API checked it; we check again)."""
-        def read() -> str | None:
+        """A local copy of a dataset the job's owner has (the API checked it; we check again)."""
+        def read() -> tuple[str, str] | None:
             with self.sessions() as session:
-                return datasets_repo.owner_of(session, dataset_id)
+                return datasets_repo.owner_and_sha256(session, dataset_id)
 
-        if self._retrying("read its dataset", read) != self.job.owner_id:
+        found = self._retrying("read its dataset", read)
+        if found is None or found[0] != self.job.owner_id:
             raise LookupError(f"data.id: dataset {dataset_id} not found")
-        return self.artifact_dir / "datasets" / f"{dataset_id}.npz"
+        return self._retrying("fetch its dataset", lambda: self.files.dataset(dataset_id, found[1]))
 
     def recorded_checkpoint_steps(self) -> set[int]:
         def read() -> set[int]:
@@ -67,6 +80,28 @@ class JobStore:
                 return repo.recorded_checkpoint_steps(session, self.job.id)
 
         return self._retrying("read its checkpoints", read)
+
+    def prepare_run_dir(self) -> Path:
+        """The local run directory, holding the newest recorded checkpoint that verifies (fetched from the store
+        if this host lacks it) and no checkpoint the database never recorded; see JobArtifacts.prepare."""
+        def read() -> list[Recorded]:
+            with self.sessions() as session:
+                return [Recorded(step, key, sha256)
+                        for step, key, sha256 in repo.recorded_checkpoints(session, self.job.id)]
+
+        recorded = self._retrying("read its checkpoints", read)
+        resumed = self._retrying("restore its run directory", lambda: self.files.prepare(recorded))
+        if resumed is not None:
+            self._published[(resumed.step, resumed.sha256)] = resumed.key
+        self._kept = [r.key for r in recorded]
+        return self.files.run_dir
+
+    def publish_checkpoint(self, step: int, path: Path, sha256: str) -> str:
+        """Put a checkpoint the trainer wrote into the store (once); return its key. Before its row is written."""
+        if (step, sha256) not in self._published:
+            key = self._retrying("publish a checkpoint", lambda: self.files.publish(step, path))
+            self._published[(step, sha256)] = key
+        return self._published[(step, sha256)]
 
     def heartbeat(self) -> bool:
         """Renew the lease; return whether a cancel was requested."""
@@ -94,17 +129,28 @@ class JobStore:
         self._retrying("record metrics", write)
 
     def _checkpoint_row(self, session: Session, step: int, path: Path, sha256: str, final: bool) -> None:
-        relpath = path.resolve().relative_to(self.artifact_dir)  # raises if the trainer wrote elsewhere
-        repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=relpath.as_posix(),
+        key = self._published[(step, sha256)]  # KeyError: a row for a checkpoint never published is a bug
+        repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=key,
                                sha256=sha256, size_bytes=path.stat().st_size, final=final)
 
     def record_checkpoint(self, step: int, path: Path, sha256: str) -> None:
+        """Publish the checkpoint, record its row, then drop the store's copies of older ones."""
+        key = self.publish_checkpoint(step, path, sha256)
+
         def write() -> None:
             with self.sessions.begin() as session:
                 self._fenced_update(session, **self._lease())
                 self._checkpoint_row(session, step, path, sha256, final=False)
 
         self._retrying("record a checkpoint", write)
+        self._prune(key)
+
+    def _prune(self, recorded: str) -> None:
+        try:
+            self._kept = self.files.prune([*self._kept, recorded])
+        except StoreUnavailable as exc:  # the next checkpoint, or the next attempt, deletes them
+            log.warning("job %s: could not prune older checkpoints from the store (%s)", self.job.id, exc)
+            self._kept.append(recorded)
 
     def release_for_retry(self, error: str) -> None:
         """Put the job back in the queue after a failed attempt that may succeed another time.
@@ -131,6 +177,9 @@ class JobStore:
             values["total_steps"] = total_steps
         if final_metrics is not None:
             values["final_metrics"] = finite_or_none(final_metrics)
+
+        if final_checkpoint is not None:
+            self.publish_checkpoint(*final_checkpoint)
 
         def write() -> None:
             with self.sessions.begin() as session:

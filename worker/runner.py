@@ -3,8 +3,8 @@
 The job row is the source of truth: claim it (a new attempt), train with fenced progress writes, set the
 outcome. Anything already finished, cancelled or live-leased by another worker is left alone. A failure that
 says the job itself is wrong ends it `failed` at once; any other failure puts it back in the queue until it
-has used max_attempts. An attempt that loses the database for a whole lease stops without an outcome: its
-lease runs out and the reconciler hands the job on.
+has used max_attempts. An attempt that loses the database or the artifact store for a whole lease stops without
+an outcome: its lease runs out and the reconciler hands the job on.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.artifacts.store import ArtifactStore, get_artifact_store, store_for
 from core.db.models import JobStatus
 from core.db.session import get_sessionmaker
 from core.repositories import jobs as jobs_repo
 from core.repositories.jobs import ClaimedJob
 from core.settings import Settings, get_settings
-from trainer.checkpoint import CheckpointError, checkpoint_paths
+from trainer.checkpoint import CheckpointError
 from trainer.data.errors import DataError
 from trainer.loop import TrainingDiverged, TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
-from worker.db_retry import DatabaseUnavailable, with_retries
+from worker.db_retry import Unavailable, with_retries
 from worker.job_store import JobStore, LeaseLost
 from worker.progress import JobProgress
 
@@ -36,13 +37,11 @@ log = logging.getLogger(__name__)
 PERMANENT_FAILURES = (TrainingDiverged, DataError, CheckpointError, ValidationError, LookupError)
 
 
-def job_dir(artifact_dir: Path, job_id: str) -> Path:
-    return artifact_dir / "jobs" / job_id
-
-
 def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
-            sessions: sessionmaker[Session] | None = None) -> JobStatus | None:
+            sessions: sessionmaker[Session] | None = None, artifacts: ArtifactStore | None = None
+            ) -> JobStatus | None:
     """Run one attempt of a job; return the status it ended in, or None if this call did not run it."""
+    artifacts = artifacts or (get_artifact_store() if settings is None else store_for(settings))
     settings = settings or get_settings()
     sessions = sessions or get_sessionmaker()
 
@@ -53,20 +52,20 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
 
     try:
         job = with_retries(claim, what=f"job {job_id}: claim", budget_seconds=settings.lease_seconds)
-    except DatabaseUnavailable as exc:
+    except Unavailable as exc:
         log.warning("%s; the reconciler sends the job again", exc)
         return None
     if job is None:
         log.info("job %s: nothing to run (finished, cancelled, or leased by another worker)", job_id)
         return None
-    store = JobStore(sessions, job, lease_seconds=settings.lease_seconds,
-                     artifact_dir=settings.resolved_artifact_dir)
+    store = JobStore(sessions, job, lease_seconds=settings.lease_seconds, artifacts=artifacts,
+                     work_dir=settings.resolved_work_dir)
     try:
         status = _train_claimed(job, store, settings)
     except LeaseLost as exc:
         log.warning("%s; attempt %d stops without writing", exc, job.attempt)
         return None
-    except DatabaseUnavailable as exc:
+    except Unavailable as exc:
         log.warning("%s; attempt %d stops, and once its lease runs out the reconciler hands the job on",
                     exc, job.attempt)
         return None
@@ -82,12 +81,11 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         dataset_path = store.dataset_path(_dataset_id(spec.data)) if isinstance(spec.data, DatasetRef) else None
         progress = JobProgress(store, flush_every=settings.metrics_flush_every,
                                total_steps=spec.optim.iterations)
-        # The trainer resumes from the checkpoint in this directory when a previous attempt left one.
-        run_dir = job_dir(store.artifact_dir, job.id)
-        drop_unrecorded_checkpoints(run_dir, store.recorded_checkpoint_steps())
+        # The trainer resumes from the checkpoint in this directory when a previous attempt recorded one.
+        run_dir = store.prepare_run_dir()
         result = train(spec, run_dir, callbacks=progress, data_dir=settings.data_dir, dataset_path=dataset_path)
         progress.flush()
-    except (LeaseLost, DatabaseUnavailable):
+    except (LeaseLost, Unavailable):
         raise
     except Exception as exc:  # every failure is recorded with its reason; the job never stays `running`
         log.exception("job %s attempt %d failed", job.id, job.attempt)
@@ -109,21 +107,6 @@ def _dataset_id(ref: DatasetRef) -> str:
     if ref.id is None:
         raise LookupError(f"data.id: the job names dataset {ref.name!r} but carries no resolved id")
     return ref.id
-
-
-def drop_unrecorded_checkpoints(run_dir: Path, recorded_steps: set[int]) -> None:
-    """Delete checkpoint files the database never recorded, so that the trainer cannot resume from them.
-
-    A checkpoint row is written only after every metric point up to its step is stored (JobProgress). A file
-    without a row was written by an attempt that died (or was fenced out) before that, and resuming from it
-    would leave those points missing for good. Resuming from the last recorded one redoes a few steps instead.
-    """
-    for meta in run_dir.glob("ckpt-*.json") if run_dir.is_dir() else []:
-        step = int(meta.stem.removeprefix("ckpt-"))
-        if step not in recorded_steps:
-            log.warning("%s: checkpoint at step %d was never recorded; not resuming from it", run_dir.name, step)
-            for path in checkpoint_paths(run_dir, step):
-                path.unlink(missing_ok=True)
 
 
 def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
@@ -151,7 +134,7 @@ def _flush_quietly(progress: JobProgress) -> None:
     # Keep the metrics recorded before a failure; the failure itself is what must be written.
     try:
         progress.flush()
-    except (LeaseLost, DatabaseUnavailable):
+    except (LeaseLost, Unavailable):
         raise
     except Exception:
         log.exception("could not flush metrics of a failed job")

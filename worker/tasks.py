@@ -10,6 +10,7 @@ import torch
 from celery import Task
 from celery.signals import after_setup_logger, worker_init, worker_process_init
 
+from core.artifacts.store import get_artifact_store
 from core.db.session import get_engine, get_sessionmaker
 from core.queue import TASK_NAME
 from core.settings import get_settings
@@ -42,9 +43,10 @@ def _remember_pool_size(sender: object, **_: object) -> None:
 
 @worker_process_init.connect
 def _init_pool_process(**_: object) -> None:
-    # A forked pool child must not share the parent's database connections.
+    # A forked pool child must not share the parent's database connections, nor its HTTP pool to the store.
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()
+    get_artifact_store.cache_clear()
     # torch would start one thread per core in every pool process: N processes on N cores oversubscribe.
     threads = torch_threads(get_settings().worker_torch_threads, _pool_size, len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)

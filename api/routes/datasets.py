@@ -31,15 +31,16 @@ _UPLOAD_BODY = {
 
 
 @router.post("", status_code=201, response_model=DatasetOut, openapi_extra=_UPLOAD_BODY,
-             responses=error_responses(401, 413, 415, 422, 429))
+             responses=error_responses(401, 413, 415, 422, 429, 503))
 async def upload_dataset(request: Request, response: Response, session: SessionDep, key: CurrentKey,
                          runtime: RuntimeDep) -> DatasetOut:
     """Upload a .npz as multipart field `file` (optional `name`); its id is usable as a job's data.id."""
     settings = runtime.settings
-    async with staged_upload(request, staging_dir=datasets.staging_dir(settings.resolved_artifact_dir),
+    async with staged_upload(request, staging_dir=settings.upload_staging_dir,
                              max_file_bytes=settings.max_upload_bytes, text_fields=frozenset({"name"})) as upload:
-        # Validation reads the arrays (CPU) and the session is synchronous: both off the event loop.
-        dataset = await run_in_threadpool(datasets.create_dataset, session, key, upload, settings)
+        # Validation reads the arrays (CPU), the store and the session are synchronous: all off the event loop.
+        dataset = await run_in_threadpool(datasets.create_dataset, session, key, upload, settings,
+                                          runtime.artifacts)
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return DatasetOut.from_row(dataset)
 

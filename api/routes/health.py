@@ -1,4 +1,5 @@
-"""Process health (no key), readiness of the database and broker (no key), Prometheus metrics (key)."""
+"""Process health (no key), readiness of the database, broker and artifact store (no key), Prometheus metrics
+(key)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ async def _probe(name: str, check: Callable[[], None]) -> str:
 
 @router.get("/readyz", response_model=Ready, responses=error_responses(503))
 async def readyz(runtime: RuntimeDep) -> Ready:
-    """The database and the broker answer; 503 naming whichever does not (details in the server's log)."""
+    """The database, the broker and the artifact store answer; 503 naming whichever does not (details in the
+    server's log)."""
     checks: dict[str, str] = {}
 
     async def run(name: str, check: Callable[[], None]) -> None:
@@ -52,6 +54,7 @@ async def readyz(runtime: RuntimeDep) -> Ready:
     async with anyio.create_task_group() as group:
         group.start_soon(run, "database", lambda: ping_database(runtime.engine))
         group.start_soon(run, "broker", lambda: ping_broker(runtime.settings.resolved_broker_url))
+        group.start_soon(run, "artifacts", runtime.artifacts.ping)
     down = {name: state for name, state in sorted(checks.items()) if state != "ok"}
     if down:
         raise ServiceUnavailable("not ready: " + "; ".join(f"{name} {state}" for name, state in down.items()),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -121,19 +120,11 @@ def cancel_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobOut:
     return JobOut.from_row(jobs.cancel_job(session, key, job_id), utcnow())
 
 
-def _chunks(file: BinaryIO) -> Iterator[bytes]:
-    try:
-        while chunk := file.read(checkpoints.CHUNK):
-            yield chunk
-    finally:
-        file.close()
-
-
 @router.get("/{job_id}/checkpoint", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "the latest checkpoint (safetensors)"},
                        304: {"description": "If-None-Match matched the checkpoint's ETag"},
-                       **error_responses(401, 404, 409, 410, 429)})
+                       **error_responses(401, 404, 409, 410, 429, 503)})
 def download_checkpoint(job_id: str, request: Request, session: SessionDep, key: CurrentKey,
                         runtime: RuntimeDep) -> Response:
     """The latest checkpoint as safetensors; X-Checkpoint-SHA256 and ETag carry its verified sha256."""
@@ -141,7 +132,7 @@ def download_checkpoint(job_id: str, request: Request, session: SessionDep, key:
         current = checkpoints.etag(checkpoints.latest_sha256(session, key, job_id))
         if current in {t.strip() for t in tag.split(",")}:
             return Response(status_code=304, headers={"ETag": current})
-    verified = checkpoints.open_latest(session, key, job_id, runtime.settings.resolved_artifact_dir)
+    verified = checkpoints.open_latest(session, key, job_id, runtime.artifacts)
     headers = {
         "Content-Length": str(verified.size),
         "Content-Disposition": f'attachment; filename="{verified.filename}"',
@@ -149,10 +140,10 @@ def download_checkpoint(job_id: str, request: Request, session: SessionDep, key:
         "X-Checkpoint-Step": str(verified.step),
         "ETag": checkpoints.etag(verified.sha256),
     }
-    return StreamingResponse(_chunks(verified.file), media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(verified.chunks(), media_type="application/octet-stream", headers=headers)
 
 
-@router.get("/{job_id}/checkpoint/meta", responses=error_responses(401, 404, 409, 410, 429))
+@router.get("/{job_id}/checkpoint/meta", responses=error_responses(401, 404, 409, 410, 429, 503))
 def checkpoint_meta(job_id: str, session: SessionDep, key: CurrentKey, runtime: RuntimeDep) -> dict[str, Any]:
     """The latest checkpoint's metadata JSON: spec, step, metrics, final training loss, sha256, versions."""
-    return checkpoints.latest_meta(session, key, job_id, runtime.settings.resolved_artifact_dir)
+    return checkpoints.latest_meta(session, key, job_id, runtime.artifacts)

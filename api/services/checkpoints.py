@@ -1,40 +1,48 @@
-"""A job's latest checkpoint, served only after its bytes are checked against the recorded sha256."""
+"""A job's latest checkpoint, served only after its bytes are checked against the recorded sha256.
+
+The bytes come from the artifact store (a directory, or S3-compatible storage): they are hashed once, then that
+same version of the object is streamed to the client and hashed again on the way, so nothing is held in memory
+and nothing unverified is served. Missing is a 410, a mismatch a 409, a store that cannot be reached a 503.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Gone, NotFound
 from api.services.jobs import get_job
+from core.artifacts.errors import ArtifactChanged, ArtifactMismatch, ArtifactNotFound
+from core.artifacts.keys import meta_key
+from core.artifacts.store import ArtifactReader, ArtifactStore
+from core.artifacts.verified import open_verified, read_small
 from core.db.models import ApiKey, Checkpoint
 from core.jsonvalues import finite_or_none
 from core.repositories import jobs as jobs_repo
 
-CHUNK = 1 << 20
 MAX_META_BYTES = 16 << 20
 
 
 @dataclass
 class VerifiedCheckpoint:
-    """An open checkpoint file whose bytes hash to `sha256`; serve from this handle, not the path.
+    """An open checkpoint whose bytes hash to `sha256`; serve from this reader, which checks them again."""
 
-    The trainer replaces checkpoint files by rename, so the open handle keeps the verified bytes even if a
-    newer checkpoint lands while the download runs.
-    """
-
-    file: BinaryIO
-    size: int
+    reader: ArtifactReader
     sha256: str
     step: int
     filename: str
+
+    @property
+    def size(self) -> int:
+        return self.reader.size
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.reader:
+            yield from self.reader.chunks()
 
 
 def _latest(session: Session, owner: ApiKey, job_id: str) -> Checkpoint:
@@ -45,15 +53,8 @@ def _latest(session: Session, owner: ApiKey, job_id: str) -> Checkpoint:
     return checkpoint
 
 
-def _path(artifact_dir: Path, checkpoint: Checkpoint) -> Path:
-    try:
-        path = (artifact_dir / checkpoint.relpath).resolve()
-    except (OSError, ValueError, RuntimeError):  # NUL in the path, a symlink loop
-        path = None
-    if path is None or not path.is_relative_to(artifact_dir):
-        raise Gone(f"checkpoint of job {checkpoint.job_id} is not under the artifact directory",
-                   code="checkpoint_missing")
-    return path
+def _gone(checkpoint: Checkpoint, what: str, exc: Exception) -> Gone:
+    return Gone(f"{what} of job {checkpoint.job_id} is missing or unreadable ({exc})", code="checkpoint_missing")
 
 
 def _mismatch(checkpoint: Checkpoint, actual: str) -> Conflict:
@@ -62,20 +63,6 @@ def _mismatch(checkpoint: Checkpoint, actual: str) -> Conflict:
         f"({actual} != {checkpoint.sha256}); a newer one may be being written, retry shortly",
         code="checkpoint_mismatch", headers={"Retry-After": "2"},
     )
-
-
-def _open_regular(path: Path, checkpoint: Checkpoint, what: str) -> BinaryIO:
-    """Open a plain file for reading; anything else at the path (gone, a directory, a FIFO that would block the
-    read forever, unreadable) is a 410, never a crash or a hang."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise Gone(f"{what} of job {checkpoint.job_id} is missing or unreadable", code="checkpoint_missing") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise Gone(f"{what} of job {checkpoint.job_id} is not a regular file", code="checkpoint_missing")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def etag(checkpoint_sha256: str) -> str:
@@ -91,35 +78,32 @@ def latest_sha256(session: Session, owner: ApiKey, job_id: str) -> str:
     return _latest(session, owner, job_id).sha256
 
 
-def open_latest(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> VerifiedCheckpoint:
-    """Open the latest checkpoint and check its sha256; 410 when the file is gone, 409 on a mismatch."""
+def open_latest(session: Session, owner: ApiKey, job_id: str, store: ArtifactStore) -> VerifiedCheckpoint:
+    """Open the latest checkpoint and check its sha256; 410 when the object is gone, 409 on a mismatch."""
     checkpoint = _latest(session, owner, job_id)
-    file = _open_regular(_path(artifact_dir, checkpoint), checkpoint, "checkpoint file")
     try:
-        digest = hashlib.sha256()
-        size = 0
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        if digest.hexdigest() != checkpoint.sha256:
-            raise _mismatch(checkpoint, digest.hexdigest())
-        file.seek(0)
-    except BaseException:
-        file.close()
-        raise
-    return VerifiedCheckpoint(file=file, size=size, sha256=checkpoint.sha256, step=checkpoint.step,
+        reader = open_verified(store, checkpoint.relpath, checkpoint.sha256)
+    except ArtifactNotFound as exc:
+        raise _gone(checkpoint, "checkpoint file", exc) from exc
+    except ArtifactMismatch as exc:
+        raise _mismatch(checkpoint, exc.actual) from exc
+    except ArtifactChanged as exc:
+        raise _mismatch(checkpoint, "(replaced while it was read)") from exc
+    return VerifiedCheckpoint(reader=reader, sha256=checkpoint.sha256, step=checkpoint.step,
                               filename=f"{checkpoint.job_id}-step{checkpoint.step}.safetensors")
 
 
-def latest_meta(session: Session, owner: ApiKey, job_id: str, artifact_dir: Path) -> dict[str, Any]:
+def latest_meta(session: Session, owner: ApiKey, job_id: str, store: ArtifactStore) -> dict[str, Any]:
     """The metadata JSON written beside the latest checkpoint (spec, step, metrics, sha256, versions)."""
     checkpoint = _latest(session, owner, job_id)
-    with _open_regular(_path(artifact_dir, checkpoint).with_suffix(".json"), checkpoint,
-                       "checkpoint metadata") as f:
-        raw = f.read(MAX_META_BYTES + 1)
     try:
-        if len(raw) > MAX_META_BYTES:
-            raise ValueError("too large")
+        raw = read_small(store, meta_key(checkpoint.relpath), MAX_META_BYTES)
+    except ArtifactNotFound as exc:
+        raise _gone(checkpoint, "checkpoint metadata", exc) from exc
+    except ValueError as exc:
+        raise Gone(f"checkpoint metadata of job {checkpoint.job_id} is unreadable ({exc})",
+                   code="checkpoint_missing") from exc
+    try:
         meta = json.loads(raw)
         if not isinstance(meta, dict):
             raise ValueError("not an object")

@@ -1,9 +1,9 @@
-"""Uploaded datasets: validated as untrusted .npz, stored as datasets/<id>.npz, owned by the uploader."""
+"""Uploaded datasets: validated as untrusted .npz, stored in the artifact store as datasets/<id>.npz (a key made
+from the server's id only), owned by the uploader."""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session
 
 from api.errors import InvalidInput, NotFound
 from api.uploads import StagedUpload
+from core.artifacts.errors import StoreUnavailable
+from core.artifacts.keys import dataset_key
+from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_rollback
 from core.db.models import ApiKey, Dataset, new_id
 from core.repositories import datasets as repo
@@ -22,16 +25,6 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def dataset_path(artifact_dir: Path, dataset_id: str) -> Path:
-    """Where an upload lives; derived from the server-made id only, never from anything the user sent."""
-    return artifact_dir / "datasets" / f"{dataset_id}.npz"
-
-
-def staging_dir(artifact_dir: Path) -> Path:
-    # Same filesystem as datasets/, so accepting an upload is a rename, not a copy.
-    return artifact_dir / "tmp"
 
 
 def _name(given: str | None, filename: str | None) -> str:
@@ -45,8 +38,13 @@ def _name(given: str | None, filename: str | None) -> str:
     return derived or "dataset"
 
 
-def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settings: Settings) -> Dataset:
-    """Validate the staged upload, move it into place and add its row (the caller commits)."""
+def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settings: Settings,
+                   store: ArtifactStore) -> Dataset:
+    """Validate the staged upload, put it in the store and add its row (the caller commits).
+
+    The object is complete before the row exists, and a worker reads only what a row names; if the request
+    then fails to commit, the object is deleted again.
+    """
     name = _name(upload.fields.get("name"), upload.filename)
     try:
         info = inspect_npz(upload.path, max_bytes=settings.max_upload_bytes,
@@ -60,10 +58,9 @@ def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settin
         raise InvalidInput([("file", f"not a readable .npz ({type(exc).__name__})")]) from exc
 
     dataset_id = new_id()
-    target = dataset_path(settings.resolved_artifact_dir, dataset_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(upload.path, target)
-    after_rollback(session, lambda: target.unlink(missing_ok=True))
+    key = dataset_key(dataset_id)
+    store.put_file(key, upload.path)
+    after_rollback(session, lambda: _forget(store, key))
     sample = list(info.input_shape)
     dataset = Dataset(
         id=dataset_id, owner_id=owner.id, name=name, sha256=upload.sha256, size_bytes=upload.size,
@@ -72,6 +69,13 @@ def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settin
         task=info.task, num_classes=info.num_classes,
     )
     return repo.add(session, dataset)
+
+
+def _forget(store: ArtifactStore, key: str) -> None:
+    try:
+        store.delete(key)
+    except StoreUnavailable:  # an object without a row is never read; it only takes space
+        log.warning("could not delete %s after a rolled-back upload", key)
 
 
 def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> Dataset:

@@ -31,6 +31,11 @@ def owner_of(session: Session, dataset_id: str) -> str | None:
     return session.scalar(select(Dataset.owner_id).where(Dataset.id == dataset_id))
 
 
+def owner_and_sha256(session: Session, dataset_id: str) -> tuple[str, str] | None:
+    row = session.execute(select(Dataset.owner_id, Dataset.sha256).where(Dataset.id == dataset_id)).first()
+    return None if row is None else (row.owner_id, row.sha256)
+
+
 def add(session: Session, dataset: Dataset) -> Dataset:
     session.add(dataset)
     session.flush()

@@ -255,6 +255,14 @@ def recorded_checkpoint_steps(session: Session, job_id: str) -> set[int]:
     return set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)))
 
 
+def recorded_checkpoints(session: Session, job_id: str) -> list[tuple[int, str, str]]:
+    """(step, relpath, sha256) of every recorded checkpoint, in the order a resume prefers them last: by step,
+    and for a step recorded twice (by two attempts) the newer row after the older."""
+    rows = session.execute(select(Checkpoint.step, Checkpoint.relpath, Checkpoint.sha256)
+                           .where(Checkpoint.job_id == job_id).order_by(Checkpoint.step, Checkpoint.id))
+    return [(r.step, r.relpath, r.sha256) for r in rows]
+
+
 def record_checkpoint(session: Session, job_id: str, attempt: int, *, step: int, relpath: str, sha256: str,
                       size_bytes: int, final: bool) -> None:
     """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all)."""

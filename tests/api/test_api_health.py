@@ -21,7 +21,7 @@ class TestProbes:
     async def test_readyz(self, api: Api) -> None:
         response = await api.client.get("/readyz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+        assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok", "artifacts": "ok"}}
 
     async def test_readyz_names_a_broker_that_is_down(self, api_factory: ApiFactory) -> None:
         # Nothing listens on port 1: a real refused connection, not a stand-in.

@@ -28,6 +28,7 @@ from core.queue import enqueue_job, make_celery
 from narrownet.client import NarrownetClient
 from narrownet.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary
 from narrownet.processes import wait_until
+from narrownet.s3server import S3Server
 from tests.service_guard import require_service, temporary_postgres_database
 
 # Recovery bound in these tests: R = lease + interval = 4.5 s. The lease is not shorter so that a worker
@@ -156,6 +157,24 @@ def db(reliability_database: str) -> Iterator[Db]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def s3_cluster_settings(s3_server: S3Server) -> dict[str, str]:
+    """What every process of a cluster on the S3 store gets: the store's URL (a bucket of this test's own) and
+    boto3's standard variables. A process's home is then its own disk, shared with no other."""
+    s3_server.start()  # an earlier test may have left it stopped
+    bucket = f"narrownet-{time.monotonic_ns()}"
+    s3_server.create_bucket(bucket)
+    return {"NARROWNET_ARTIFACT_URL": f"s3://{bucket}/artifacts", **s3_server.env()}
+
+
 ClusterFactory = Callable[..., Cluster]
 
 
@@ -211,6 +230,26 @@ def send_duplicate(cluster: Cluster, job_id: str, queue: str = "cpu") -> None:
 
 def log_count(cluster: Cluster, name: str, text: str) -> int:
     return cluster.log_text(name).count(text)
+
+
+def assert_resumed_exactly_once_per_step(db: Db, job_id: str, spec: dict, killed_attempt: int) -> None:
+    rows = db.metric_rows(job_id)
+    assert [step for step, _ in rows] == expected_steps(spec)  # no gap, no duplicate
+    assert {a for _, a in rows} >= {killed_attempt, killed_attempt + 1}
+    # Resumed, not restarted: the new attempt recorded no checkpoint the killed one had already written.
+    checkpoints = db.checkpoint_rows(job_id)
+    before = max(s for s, a in checkpoints if a == killed_attempt)
+    assert min(s for s, a in checkpoints if a > killed_attempt) > before
+
+
+def flipped_weight(data: bytes) -> bytes:
+    """The safetensors bytes with the lowest bit of the first hidden weight W[0, 0] flipped: the same size and a
+    well-formed header, and training from it would end with different weights."""
+    data = bytearray(data)
+    header_len = int.from_bytes(data[:8], "little")
+    start, _ = json.loads(data[8:8 + header_len])["W"]["data_offsets"]
+    data[8 + header_len + start] ^= 0x01  # little-endian float32: the mantissa's lowest byte
+    return bytes(data)
 
 
 def final_weights(cluster: Cluster, key: str, job_id: str, dest: Path) -> dict[str, bytes]:

@@ -4,7 +4,6 @@ checkpoint is corrupted fails at once with the reason."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,19 @@ import pytest
 from core.db.models import JobStatus
 from narrownet.client import ApiError
 from narrownet.cluster import Cluster
-from tests.reliability.conftest import Db, client, final_weights, long_spec
+from tests.reliability.conftest import Db, client, final_weights, flipped_weight, long_spec
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
 def checkpoints_on_disk(cluster: Cluster, job_id: str) -> list[Path]:
-    return sorted((cluster.home / "artifacts" / "jobs" / job_id).glob("ckpt-*.safetensors"))
+    """The store's copies (the local backend: the artifact directory), oldest first."""
+    return sorted((cluster.home / "artifacts" / "jobs" / job_id).rglob("ckpt-*.safetensors"), key=lambda p: p.name)
 
 
 def flip_a_weight(path: Path) -> None:
-    """Flip the lowest bit of the first hidden weight W[0, 0], in place: the file keeps its size and a
-    well-formed header, and training from it would end with different weights."""
-    data = bytearray(path.read_bytes())
-    header_len = int.from_bytes(data[:8], "little")
-    start, _ = json.loads(data[8:8 + header_len])["W"]["data_offsets"]
-    data[8 + header_len + start] ^= 0x01  # little-endian float32: the mantissa's lowest byte
-    path.write_bytes(bytes(data))
+    """Flip W[0, 0]'s lowest bit in place (the worker's own run-directory copy is a link to the same file)."""
+    path.write_bytes(flipped_weight(path.read_bytes()))
 
 
 def test_corrupted_checkpoints_are_skipped_on_resume_or_fail_the_job_clearly(make_cluster, db: Db, api_key: str,

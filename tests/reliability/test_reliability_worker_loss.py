@@ -13,19 +13,9 @@ import pytest
 
 from core.db.models import JobStatus
 from narrownet.cluster import pid_of_lease
-from tests.reliability.conftest import Db, client, expected_steps, final_weights, long_spec
+from tests.reliability.conftest import Db, assert_resumed_exactly_once_per_step, client, final_weights, long_spec
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
-
-
-def assert_resumed_exactly_once_per_step(db: Db, job_id: str, spec: dict, killed_attempt: int) -> None:
-    rows = db.metric_rows(job_id)
-    assert [step for step, _ in rows] == expected_steps(spec)  # no gap, no duplicate
-    assert {a for _, a in rows} >= {killed_attempt, killed_attempt + 1}
-    # Resumed, not restarted: the new attempt recorded no checkpoint the killed one had already written.
-    checkpoints = db.checkpoint_rows(job_id)
-    before = max(s for s, a in checkpoints if a == killed_attempt)
-    assert min(s for s, a in checkpoints if a > killed_attempt) > before
 
 
 def test_sigkill_of_the_pool_process_mid_run_resumes_to_the_same_weights(make_cluster, db: Db, api_key: str,

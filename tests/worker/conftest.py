@@ -13,11 +13,15 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.artifacts.keys import checkpoint_key, meta_key
+from core.artifacts.store import ArtifactStore, store_for
 from core.db.migrate import upgrade
 from core.db.models import ApiKey, Job
 from core.db.session import make_engine
+from core.repositories.jobs import ClaimedJob
 from core.settings import Settings
 from tests.service_guard import temporary_postgres_database
+from worker.job_store import JobStore
 
 
 @dataclass
@@ -53,8 +57,24 @@ class WorkerDb:
             assert job is not None
             return job
 
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return store_for(self.settings)
+
+    def job_store(self, job: ClaimedJob) -> JobStore:
+        return JobStore(self.sessions, job, lease_seconds=30.0, artifacts=self.artifacts,
+                        work_dir=self.settings.resolved_work_dir)
+
+    def publish(self, job_id: str, attempt: int, weights: Path) -> str:
+        """Put a checkpoint the trainer wrote into the store, as that attempt's worker would; return its key."""
+        key = checkpoint_key(job_id, attempt, int(weights.stem.removeprefix("ckpt-")))
+        self.artifacts.put_file(key, weights)
+        self.artifacts.put_file(meta_key(key), weights.with_suffix(".json"))
+        return key
+
     def job_dir(self, job_id: str) -> Path:
-        return self.settings.resolved_artifact_dir / "jobs" / job_id
+        """The local run directory the worker trains this job in."""
+        return self.settings.resolved_work_dir / "jobs" / job_id
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +114,7 @@ def tiny_spec(**overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def dataset_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    return tiny_spec(data={"source": "dataset", "id": dataset_id}, **overrides)

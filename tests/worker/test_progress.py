@@ -7,7 +7,6 @@ from sqlalchemy import func, select, update
 from core.db.models import Job, MetricPoint
 from core.repositories import jobs as jobs_repo
 from tests.worker.conftest import WorkerDb, tiny_spec
-from worker.job_store import JobStore
 from worker.progress import JobProgress
 
 
@@ -15,8 +14,7 @@ def claimed_progress(db: WorkerDb, **timing: float) -> tuple[str, JobProgress]:
     job_id = db.add_job(tiny_spec())
     with db.sessions.begin() as s:
         job = jobs_repo.claim(s, job_id, worker_id="w", lease_seconds=30.0, max_attempts=3)
-    store = JobStore(db.sessions, job, lease_seconds=30.0, artifact_dir=db.settings.resolved_artifact_dir)
-    return job_id, JobProgress(store, flush_every=3, total_steps=200, **timing)
+    return job_id, JobProgress(db.job_store(job), flush_every=3, total_steps=200, **timing)
 
 
 def stored_steps(db: WorkerDb, job_id: str) -> list[int]:

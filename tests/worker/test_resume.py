@@ -1,5 +1,6 @@
-"""Resuming after a crash keeps the metric series whole: a checkpoint file the database never recorded (its
-worker died between writing the file and storing the metrics before it) is not resumed from."""
+"""Resuming after a crash keeps the metric series whole: a checkpoint the database never recorded (its worker
+died between writing the file, or publishing it to the store, and storing the metrics before it) is not resumed
+from, and is deleted from the run directory and from the store."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_a_checkpoint_file_without_its_row_is_not_resumed_from(worker_db):
     first = _DiesAfterCheckpointFile(100)
     assert train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first).step >= 100
     assert (worker_db.job_dir(job_id) / "ckpt-000000100.json").exists()
+    published = worker_db.publish(job_id, 1, worker_db.job_dir(job_id) / "ckpt-000000100.safetensors")
     # What reached the database before the worker died: the points up to step 60, no checkpoint row.
     with worker_db.sessions.begin() as s:
         s.add_all(MetricPoint(job_id=job_id, step=st, values=v, attempt=1) for st, v in first.points if st <= 60)
@@ -52,3 +54,5 @@ def test_a_checkpoint_file_without_its_row_is_not_resumed_from(worker_db):
                                      .order_by(Checkpoint.step)))
     assert steps == list(range(0, 201, 20))  # 80 and 100 included: attempt 2 started over from step 0
     assert checkpoints == [100, 200]
+    kept = worker_db.artifacts.keys(f"jobs/{job_id}/")
+    assert published not in kept and all("/attempt-2/" in key for key in kept) and kept

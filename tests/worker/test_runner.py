@@ -18,7 +18,7 @@ from tests.worker.conftest import WorkerDb, tiny_spec
 from trainer.checkpoint import sha256_file
 from trainer.loop import Callbacks, train
 from trainer.spec import JobSpec
-from worker.job_store import JobStore, LeaseLost
+from worker.job_store import LeaseLost
 from worker.runner import run_job
 
 
@@ -70,10 +70,12 @@ class TestOutcomes:
 
         finals = [c for c in checkpoint_rows(worker_db, job_id) if c.final]
         assert len(finals) == 1 and finals[0].step == 200
+        # Trained in the local run directory, published to the store under a key of the attempt.
+        assert finals[0].relpath == f"jobs/{job_id}/attempt-1/ckpt-000000200.safetensors"
         path = worker_db.settings.resolved_artifact_dir / finals[0].relpath
-        assert path.parent == worker_db.job_dir(job_id)
         assert hashlib.sha256(path.read_bytes()).hexdigest() == finals[0].sha256
         assert finals[0].size_bytes == path.stat().st_size
+        assert (worker_db.job_dir(job_id) / "ckpt-000000200.safetensors").read_bytes() == path.read_bytes()
 
     def test_diverging_job_fails_with_the_reason(self, worker_db):
         spec = tiny_spec(regime="regular", model={"arch": "shallow", "width": 8, "activation": "relu"},
@@ -162,9 +164,7 @@ class TestClaims:
         with worker_db.sessions.begin() as s:
             second = jobs_repo.claim(s, job_id, worker_id="b", **claim)
         assert (first.attempt, second.attempt) == (1, 2)
-        store = dict(lease_seconds=30.0, artifact_dir=worker_db.settings.resolved_artifact_dir)
-        stale = JobStore(worker_db.sessions, first, **store)
-        live = JobStore(worker_db.sessions, second, **store)
+        stale, live = worker_db.job_store(first), worker_db.job_store(second)
 
         with pytest.raises(LeaseLost):
             stale.record_metrics([(0, {"train_loss": 1.0})], total_steps=200)
@@ -195,24 +195,26 @@ class _StopAt(Callbacks):
         return self.last >= self.at
 
 
-def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_db):
+@pytest.mark.parametrize("host", ["same host", "another host"])
+def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_db, host, tmp_path):
     spec = tiny_spec()
     job_id = worker_db.add_job(spec)
-    # Attempt 1, for real: the trainer writes its checkpoint at step 100 into the job's directory; its
-    # metrics and then the checkpoint's row reached the database; then its worker vanished, leaving a lease
-    # that runs out.
+    # Attempt 1, for real: the trainer writes its checkpoint at step 100 into the job's directory, the worker
+    # publishes it; its metrics and then the checkpoint's row reached the database; then its worker vanished,
+    # leaving a lease that runs out. On another host, attempt 2 finds nothing local and fetches it.
     first = _StopAt(100)
     result = train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first)
     assert result.step == 100
+    key = worker_db.publish(job_id, 1, result.checkpoint)
+    settings = worker_db.settings if host == "same host" else worker_db.settings_with(work_dir=tmp_path / "other")
     set_job(worker_db, job_id, status=JobStatus.RUNNING, attempt=1, lease_owner="dead", step=100,
             lease_expires_at=utcnow() - timedelta(seconds=1))
     with worker_db.sessions.begin() as s:
         s.add_all(MetricPoint(job_id=job_id, step=st, values=v, attempt=1) for st, v in first.points)
-        relpath = result.checkpoint.relative_to(worker_db.settings.resolved_artifact_dir).as_posix()
         s.add(Checkpoint(job_id=job_id, step=100, attempt=1, sha256=sha256_file(result.checkpoint),
-                         size_bytes=result.checkpoint.stat().st_size, relpath=relpath))
+                         size_bytes=result.checkpoint.stat().st_size, relpath=key))
 
-    assert run(worker_db, job_id, worker_id="w2") is JobStatus.SUCCEEDED
+    assert run_job(job_id, worker_id="w2", settings=settings, sessions=worker_db.sessions) is JobStatus.SUCCEEDED
 
     job = worker_db.job(job_id)
     assert (job.status, job.attempt, job.step) == (JobStatus.SUCCEEDED, 2, 200)
