@@ -128,7 +128,8 @@ class TestDashboard:
         alice_page.evaluate("window.notReloaded = true")
         with served.client(served.alice) as client:
             regular = client.submit(spec("regular-m16", "regular", 1200, radius=None, every=8))["id"]
-            constrained = client.submit(spec("constrained-m16-r1", "constrained", 1200, every=8))["id"]
+            # Long enough (a few seconds) that the row is seen unfinished before it changes.
+            constrained = client.submit(spec("constrained-m16-r1", "constrained", 12_000, every=80))["id"]
         self.jobs.update(regular=regular, constrained=constrained)
         # The second job waits in the queue behind the first (one worker): its row shows up unfinished...
         expect(alice_page.locator(f'tr[data-job-id="{constrained}"]')).to_be_visible(timeout=UI_TIMEOUT_MS)
