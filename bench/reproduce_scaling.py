@@ -130,7 +130,7 @@ class GroupResult:
     at_floor: dict[str, list[str]]
     sweeps: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-    cpu_seconds: float = 0.0
+    cpu_seconds: float | None = None
 
 
 
@@ -249,8 +249,16 @@ def reading(stats: dict[tuple[int, str], dict], sizes: tuple[Size, ...], edges: 
                     for s, p in reg_top.items()) + ")",
     ]
     verdict = "HOLDS" if holds else "NOT SEEN at this scale"
+    # Not part of the reading: says when the ratios compare losses that are both at float32 round-off level.
+    at_floor = {z.n: sum(all((stats[(z.n, g)]["per_seed"][seed]["best_loss"] or math.inf) <= FLOOR
+                             for g in ("regular", "constrained")) for seed in z.seeds) for z in sizes}
+    note = ("Both best losses are at or below the floor " + f"{FLOOR:g} (round-off level) on "
+            + ", ".join(f"{k} of {len(z.seeds)} seeds at n={z.n}" for z, k in zip(sizes, at_floor.values(),
+                                                                                 strict=True))
+            + ": a ratio between two such losses compares round-off, not failure and success.")
     return {"verdict": verdict, "checks": checks, "ratios": {str(n): r for n, r in ratios.items()},
-            "median_ratios": {str(n): v for n, v in medians.items()}, "edges_left": edges}
+            "median_ratios": {str(n): v for n, v in medians.items()}, "edges_left": edges,
+            "note": note if any(at_floor.values()) else None}
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -375,6 +383,8 @@ def markdown(s: Setting, groups: list[GroupResult], stats: dict, verdict: dict |
         lines += [f"**Verdict: {verdict['verdict']}.**", "", *[f"- {c}" for c in verdict["checks"]]]
         if verdict["edges_left"]:
             lines.append("- The verdict rests on winners left on a grid edge: " + "; ".join(verdict["edges_left"]))
+        if verdict.get("note"):
+            lines.append("- Note: " + verdict["note"])
         lines.append("")
     lines += ["## Per (n, family)", "", *tables(s, groups, stats), "", *v_section(groups, stats)]
     return "\n".join(lines)
@@ -392,7 +402,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", default=None, help=f"comma-separated, of {', '.join(FAMILIES)}")
     parser.add_argument("--processes", type=int, default=2,
                         help="(n, family) groups trained in parallel, 1 torch thread each (default 2: two cores)")
+    parser.add_argument("--replot", metavar="NAME", help="rebuild NAME.md, NAME.png and the verdict in NAME.json "
+                                                         "from NAME.json's runs (no training)")
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args.out, args.replot)
+        return
     s = QUICK if args.quick else FULL
     if args.families:
         families = tuple(f.strip() for f in args.families.split(","))
@@ -402,8 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         s = Setting(**{**asdict(s), "sizes": s.sizes, "families": families})
     name = args.name or ("scaling.quick" if args.quick else "scaling")
     command = "python bench/reproduce_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    judged = {"regular", "constrained"} <= set(s.families)
-    if judged:
+    if {"regular", "constrained"} <= set(s.families):
         print(READING, flush=True)
 
     load_start = load_average()
@@ -416,30 +430,54 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  n={g.size.n:<5} {g.family:<14} {len(g.entries)} runs, {g.rounds} growth round(s): {g.seconds:.0f} s",
               flush=True)
     wall = time.perf_counter() - start
-    cpu = sum(g.cpu_seconds for g in groups)
+    cpu = sum(g.cpu_seconds or 0.0 for g in groups)
+    meta = {"command": command.strip(), "wall_seconds": wall, "cpu_seconds": cpu,
+            "processes": args.processes, "load_start": load_start, "load_end": load_average()}
+    md = write_report(args.out, name, s, groups, meta)
+    print(md)
+    print(f"wall time {wall:.0f} s; outputs in {args.out}")
+
+
+def write_report(out: Path, name: str, s: Setting, groups: list[GroupResult], meta: dict) -> str:
+    """NAME.json (every run, the sweeps as data, the verdict), NAME.md and NAME.png; returns the markdown."""
     stats = {(g.size.n, g.family): group_stats(g) for g in groups}
     edges = [f"n={g.size.n} {g.family} {k}: {', '.join(v)}" for g in groups for k, v in g.unresolved.items()
              if g.family in ("regular", "constrained")]
-    verdict = reading(stats, s.sizes, edges) if judged else None
-    meta = {"command": command.strip(), "wall_seconds": wall, "cpu_seconds": cpu, "processes": args.processes,
-            "load_start": load_start, "load_end": load_average()}
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"{name}.json", {
+    verdict = reading(stats, s.sizes, edges) if {"regular", "constrained"} <= set(s.families) else None
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", {
         **meta, "torch": torch.__version__, "reading": READING, "verdict": verdict, "base": BASE,
         "setting": asdict(s), "floor": FLOOR,
         "groups": [{"n": g.size.n, "width": g.size.width, "family": g.family, "seeds": list(g.size.seeds),
                     "grid": {k: list(v) for k, v in g.grid.items()}, "rounds": g.rounds, "added": g.added,
                     "unresolved": g.unresolved, "at_floor": g.at_floor, "seconds": g.seconds,
-                    "stats": stats[(g.size.n, g.family)]} for g in groups],
+                    "cpu_seconds": g.cpu_seconds, "stats": stats[(g.size.n, g.family)]} for g in groups],
         "sweeps": [sw for g in groups for sw in g.sweeps],
         "entries": [e for g in groups for e in g.entries],
     })
     md = markdown(s, groups, stats, verdict, meta)
-    (args.out / f"{name}.md").write_text(md)
-    plot(groups, stats, args.out / f"{name}.png")
-    print(md)
-    print(f"wall time {wall:.0f} s; outputs in {args.out}")
+    (out / f"{name}.md").write_text(md)
+    plot(groups, stats, out / f"{name}.png")
+    return md
+
+
+def replot(out: Path, name: str) -> None:
+    """The report again from NAME.json alone: the same runs, the current reporting code."""
+    report = json.loads((out / f"{name}.json").read_text())
+    raw = report["setting"]
+    s = Setting(**{**raw, "sizes": tuple(Size(z["n"], z["width"], tuple(z["seeds"])) for z in raw["sizes"]),
+                   "lr_hidden": tuple(raw["lr_hidden"]), "lr_outer": tuple(raw["lr_outer"]),
+                   "families": tuple(raw["families"])})
+    sizes = {z.n: z for z in s.sizes}
+    groups = []
+    for g in report["groups"]:
+        mine = [e for e in report["entries"] if (e["n"], e["family"]) == (g["n"], g["family"])]
+        sweeps = [sw for sw in report["sweeps"] if sw["base"]["name"] == f"scaling-n{g['n']}-{g['family']}"]
+        groups.append(GroupResult(sizes[g["n"]], g["family"], mine, {k: tuple(v) for k, v in g["grid"].items()},
+                                  g["rounds"], [tuple(a) for a in g["added"]], g["unresolved"], g["at_floor"], sweeps,
+                                  g["seconds"], g.get("cpu_seconds")))  # None: not recorded
+    meta = {k: report[k] for k in ("command", "wall_seconds", "cpu_seconds", "processes", "load_start", "load_end")}
+    print(write_report(out, name, s, groups, meta))
 
 
 if __name__ == "__main__":

@@ -85,3 +85,15 @@ def test_the_v_family_uses_zeta_and_gamma_from_its_seeds_init_and_stays_in_v(qui
         assert 0 <= e["v_projected_steps"] <= report["setting"]["iterations"]
     assert all(e["zeta"] is None and "v_projected_steps" not in e for e in report["entries"]
                if e["family"] != "constrained_v")
+
+
+def test_replot_rebuilds_the_same_report_from_the_json_alone(quick):
+    out, _, report = quick
+    md = (out / "scaling.quick.md").read_text()
+    (out / "scaling.quick.md").unlink()
+    subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_scaling.py"), "--replot", "scaling.quick",
+                    "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=120)
+    assert (out / "scaling.quick.md").read_text() == md
+    again = json.loads((out / "scaling.quick.json").read_text())
+    assert again["verdict"] == report["verdict"] and again["entries"] == report["entries"]
+    assert again["sweeps"] == report["sweeps"]
