@@ -182,8 +182,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, "cifar")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default=None, help="autocast on CUDA (default bf16)")
-    parser.add_argument("--batch-size", type=int, default=None, help="--estimate: the batch to time (default: the "
-                                                                     "setting's; a smaller one is faster on a CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     s = SMOKE if args.smoke else FULL
@@ -192,11 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.estimate:
         name = args.name or "cifar.estimate"
-        timed = replace(s, batch_size=args.batch_size or s.batch_size)
-        report = estimate(timed, torch.device(args.device if args.device in ("cpu", "cuda") else "cpu"))
-        if timed.batch_size != s.batch_size:  # scale the measured batch's step to the run's batch, FLOPs alike
-            report = rescale(report, s, timed)
-        report = {"command": command.strip(), "setting": asdict(s), "threads": args.threads, **report}
+        report = {"command": command.strip(), "setting": asdict(s), "threads": args.threads,
+                  **estimate(s, torch.device(args.device if args.device in ("cpu", "cuda") else "cpu"))}
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
         for r in report["rows"]:
             gpu = r.get("assumed_gpu_seconds", r["measured_device_seconds"])
@@ -223,23 +218,6 @@ def main(argv: list[str] | None = None) -> None:
     plot(s, results, args.out / f"{name}.png")
     print("\n".join(md))
     sys.exit(exit_code(results))
-
-
-def rescale(report: dict, s: Setting, timed: Setting) -> dict:
-    """Estimate rows measured at a smaller batch, restated for the run's batch: FLOPs and time per image are kept
-    (a CPU runs a convnet at about the same rate per image at batch 16 as at 128; a GPU would not, which is why the
-    GPU figure comes from FLOPs, not from this time)."""
-    factor = s.batch_size / timed.batch_size
-    assumption = gpu_estimate.ASSUMPTIONS["resnet18"] if report["assumption"] else None
-    rows = []
-    for r in report["rows"]:
-        tp = gpu_estimate.Throughput(r["device"], r["threads"], r["step_seconds"] * factor, r["step_flops"] * factor,
-                                     r["eval_flops_per_sample"])
-        n_eval = s.limit or CIFAR10["n_train"] + CIFAR10["n_test"]
-        rows.append({**r, **gpu_estimate.as_dict(tp), "timed_batch": timed.batch_size,
-                     **gpu_estimate.run_seconds(tp, steps_per_epoch(s), s.epochs, n_eval, assumption)})
-    key = "assumed_gpu_seconds" if assumption else "measured_device_seconds"
-    return {**report, "rows": rows, "total_gpu_hours": sum(r[key] for r in rows) * len(s.seeds) / 3600}
 
 
 if __name__ == "__main__":

@@ -76,6 +76,16 @@ def test_cifar_smoke_trains_both_regimes_with_the_ball_around_block_4(cifar_dir:
     assert "## Test accuracy" in md and "constrained, r=0.5‖θ0‖" in md
     assert (tmp_path / "cifar.smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    script("reproduce_cifar.py", "--smoke", "--estimate", "--out", str(tmp_path))
+    estimate = json.loads((tmp_path / "cifar.estimate.json").read_text())
+    assert estimate["assumption"] == ASSUMPTIONS["resnet18"].__dict__
+    flops = {(r["width"], r["cell"]): r["step_flops"] for r in estimate["rows"]}
+    assert len(flops) == len(s["widths"]) * len(s["cells"])
+    # Block 4 is the only part that changes with its width, and both regimes have the same convolutions there.
+    assert flops[(16, "regular, r=inf")] > flops[(8, "regular, r=inf")]
+    assert flops[(8, "constrained, r=inf")] == pytest.approx(flops[(8, "regular, r=inf")], rel=0.01)
+    assert all(r["assumed_gpu_seconds"] > 0 for r in estimate["rows"])
+
 
 def test_estimates_count_the_flops_of_the_runs_and_state_the_assumption(tmp_path: Path):
     script("reproduce_random_labels.py", "--smoke", "--estimate", "--out", str(tmp_path))
