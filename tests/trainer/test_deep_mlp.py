@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.trainer.stop_after import StopAfter
+from tests.trainer.v_set import assert_counts_binding_steps
 from trainer.checkpoint import latest_checkpoint
 from trainer.data import DataError, load_data
 from trainer.deep import build_model
@@ -121,6 +122,19 @@ def test_predict_from_a_checkpoint_reproduces_the_test_accuracy(tmp_path):
     assert accuracy == pytest.approx(result.final_metrics["test_accuracy"], abs=1e-6)
     with pytest.raises(ValueError, match="X: the model was trained on images"):
         predict(latest_checkpoint(tmp_path), raw.flatten(1))
+
+
+def test_v_set_holds_on_the_output_layer_and_binding_steps_are_counted(tmp_path):
+    # V bounds every entry of the pairwise output layer V (k x m/2); zeta above the smallest |v0| binds at once.
+    zeta, gamma = 0.02, 30.0
+    spec = mlp_spec(constraint={"radius": None, "zeta": zeta, "gamma": gamma}, metrics_every=1)
+    result = train(spec, tmp_path)
+    for h in result.history[1:]:
+        assert h["v_min"] >= zeta * (1 - 1e-6)
+        assert h["v_ratio"] <= gamma * (1 + 1e-5)
+    assert_counts_binding_steps(result.history, zeta, gamma)
+    v = latest_checkpoint(tmp_path).tensors["model.out.weight"].abs()
+    assert v.min().item() >= zeta * (1 - 1e-6) and v.max().item() <= gamma * v.min().item() * (1 + 1e-5)
 
 
 def test_square_loss_on_one_hot_targets(tmp_path):

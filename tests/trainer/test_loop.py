@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from bench.reference import reference_train
 from tests.trainer.stop_after import StopAfter
+from tests.trainer.v_set import assert_counts_binding_steps
 from trainer.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from trainer.data import load_data
 from trainer.loop import TrainingDiverged, train
@@ -30,14 +31,15 @@ def test_same_seed_and_spec_give_bitwise_equal_runs(tmp_path, make_spec):
     {"name": "adam", "lr_hidden": 0.01, "lr_outer": 0.01, "momentum": 0.0, "schedule": "step", "weight_decay": 1e-3},
 ])
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, make_spec, optim):
-    spec = make_spec(optim=optim, checkpoint_every=7)
+    spec = make_spec(optim=optim, checkpoint_every=7, constraint={"zeta": 0.02, "gamma": 8.0})
     full = train(spec, tmp_path / "full")
     stopped = train(spec, tmp_path / "resumed", callbacks=StopAfter(20))
     assert stopped.status == "stopped" and stopped.step == 20
     resumed = train(spec, tmp_path / "resumed")
     assert resumed.status == "completed"
     ref, got = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "resumed")
-    for name in ("W", "v", "W0", *[k for k in ref if k.startswith("opt.")]):
+    assert set(ref) == set(got)
+    for name in ("W", "v", "W0", "v_projected_steps", *[k for k in ref if k.startswith("opt.")]):
         assert torch.equal(ref[name], got[name]), name
     assert resumed.final_metrics == full.final_metrics
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
@@ -103,6 +105,22 @@ def test_zeta_gamma_keep_v_in_v_set(tmp_path, make_spec):
     for h in result.history[1:]:
         assert h["v_min"] >= 0.05 * (1 - 1e-6)
         assert h["v_ratio"] <= 4.0 * (1 + 1e-5)
+
+
+def test_v_projected_steps_counts_the_steps_at_which_p_v_binds(tmp_path, make_spec):
+    # zeta near the smallest |v0| and a tight gamma: the projection binds early, then v moves inside V.
+    spec = make_spec(constraint={"radius": None, "zeta": 0.02, "gamma": 6.0}, metrics_every=1,
+                     optim={"iterations": 40})
+    result = train(spec, tmp_path)
+    assert_counts_binding_steps(result.history, 0.02, 6.0)
+    saved = latest_checkpoint(tmp_path).tensors["v_projected_steps"]
+    assert saved.tolist() == [result.history[-1]["v_projected_steps"]]
+
+
+def test_without_zeta_and_gamma_nothing_is_counted(tmp_path, make_spec):
+    result = train(make_spec(), tmp_path)
+    assert "v_projected_steps" not in result.final_metrics
+    assert "v_projected_steps" not in latest_checkpoint(tmp_path).tensors
 
 
 def test_nan_loss_raises_training_diverged(tmp_path, make_spec):

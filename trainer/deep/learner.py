@@ -28,6 +28,7 @@ from trainer.shallow.learner import batch_seed
 from trainer.spec import CifarData, JobSpec, ResNet18Model
 
 MODEL, INIT = "model.", "init."
+V_PROJECTED = "v_projected_steps"  # checkpoint key of the P_V binding count
 EVAL_BATCH = {"mlp": 4096, "resnet18": 500}
 
 
@@ -84,6 +85,8 @@ class DeepLearner:
         c = spec.constraint
         self.project_v = self.pairwise and (c.zeta is not None or c.gamma is not None)
         self.zeta, self.gamma = c.zeta or 0.0, (c.gamma if c.gamma is not None else math.inf)
+        # Steps at which P_V moved v: how often the V constraint binds (the paper says never).
+        self.v_projected = torch.zeros(1, dtype=torch.int64, device=device)
 
         self.param_names = {id(p): name for name, p in self.model.named_parameters()}
         outer = list(self.model.out.parameters())
@@ -150,7 +153,9 @@ class DeepLearner:
         if self.project_v:
             with torch.no_grad():
                 v = self.model.out.weight
-                v.copy_(project_onto_v_set(v[None], self.zeta, self.gamma)[0])  # (10): v in V
+                projected = project_onto_v_set(v[None], self.zeta, self.gamma)[0]  # (10): v in V
+                self.v_projected += (projected != v).any().long()
+                v.copy_(projected)
 
     # -------------------------------------------------------------------------------------------- metrics
     @torch.no_grad()
@@ -186,6 +191,8 @@ class DeepLearner:
         out["w_dist"] = distance_from(self.block, self.block_init).float()
         if self.pairwise:
             out["v_min"], out["v_ratio"] = (t[0] for t in outer_weight_stats(self.model.out.weight[None]))
+        if self.project_v:
+            out["v_projected_steps"] = self.v_projected
         self.model.train(was_training)
         return {k: v.reshape(1) for k, v in out.items()}
 
@@ -196,10 +203,12 @@ class DeepLearner:
         state = {MODEL + k: t for k, t in self.model.state_dict().items()}
         state.update({INIT + name: t for name, t in zip(self.block_names, self.block_init, strict=True)})
         state.update(flatten_optimizer_state(self.opt, self.param_names))
+        if self.project_v:
+            state[V_PROJECTED] = self.v_projected
         return state
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        expected = {k for k in self.state_tensors() if not k.startswith(OPT)}
+        expected = {k for k in self.state_tensors() if not k.startswith(OPT) and k != V_PROJECTED}
         missing = expected - set(tensors)
         if missing:
             raise CheckpointError(f"checkpoint lacks tensors {sorted(missing)[:5]}")
@@ -215,3 +224,6 @@ class DeepLearner:
         for t, name in zip(self.block_init, self.block_names, strict=True):
             t.copy_(tensors[INIT + name])
         load_optimizer_state(self.opt, self.param_names, tensors)
+        if self.project_v:
+            # A diagnostic count, not training state: a checkpoint written before it existed restarts it at 0.
+            self.v_projected.copy_(tensors.get(V_PROJECTED, torch.zeros(1, dtype=torch.int64)))

@@ -43,6 +43,7 @@ class ConfigGrid:
 
 # Elements per activation buffer in one forward/backward group (~4 MB of float32): sized to the caches, not RAM.
 CHUNK_ELEMENTS = 1 << 20
+V_PROJECTED = "v_projected_steps"  # checkpoint key of the P_V binding count
 
 
 def steps_per_epoch(n: int, batch_size: int | None) -> int:
@@ -93,6 +94,8 @@ class ShallowLearner:
         self.project_v = self.pairwise and (c.zeta is not None or c.gamma is not None)
         self.zeta = c.zeta or 0.0
         self.gamma = c.gamma if c.gamma is not None else math.inf
+        # Steps at which P_V moved v, per config: how often the V constraint binds (the paper says never).
+        self.v_projected = torch.zeros(C, dtype=torch.int64, device=device)
 
         W, v = init_batch(spec.regime, self.width, self.d, self.k, grid.seed)
         self.W, self.v = W.to(device), v.to(device)
@@ -149,7 +152,9 @@ class ShallowLearner:
         if self.project_w:
             project_onto_ball_(self.W, self.W0, self.radius)  # (10): ||W - W0||_F <= r
         if self.project_v:
-            self.v.copy_(project_onto_v_set(self.v, self.zeta, self.gamma))  # (10): v in V
+            projected = project_onto_v_set(self.v, self.zeta, self.gamma)  # (10): v in V
+            self.v_projected += (projected != self.v).flatten(1).any(dim=1).long()
+            self.v.copy_(projected)
 
     def _chunks(self, rows: int) -> list[slice]:
         # A step's activations are (C, m, rows) floats per buffer.  Past the CPU caches every elementwise pass runs
@@ -181,6 +186,8 @@ class ShallowLearner:
                 out["test_accuracy"] = accuracy(F_test, self.labels_test)
         out["w_dist"] = torch.linalg.vector_norm((self.W - self.W0).flatten(1), dim=1)
         out["v_min"], out["v_ratio"] = outer_weight_stats(self.v)
+        if self.project_v:
+            out["v_projected_steps"] = self.v_projected
         if jacobian:
             sigma = jacobian_sigma_min(self.X, self.W, outer_weights(self.v, self.pairwise), self.activation)
             if sigma is not None:
@@ -192,12 +199,14 @@ class ShallowLearner:
         """One config's full training state (what a checkpoint holds to resume bit for bit)."""
         state = {"W": self.W[config], "v": self.v[config], "W0": self.W0[config]}
         state.update({f"opt.{k}": t[config] for k, t in self.opt.items()})
+        if self.project_v:
+            state[V_PROJECTED] = self.v_projected[config:config + 1]
         return state
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         if len(self.grid) != 1:
             raise ValueError("resuming is per job (C = 1)")
-        expected = set(self.state_tensors())
+        expected = set(self.state_tensors()) - {V_PROJECTED}
         missing = expected - set(tensors)
         if missing:
             raise CheckpointError(f"checkpoint lacks tensors {sorted(missing)}")
@@ -207,6 +216,9 @@ class ShallowLearner:
             if tuple(src.shape) != tuple(target.shape[1:]):
                 raise CheckpointError(f"tensor {name}: shape {tuple(src.shape)} != {tuple(target.shape[1:])}")
             target[0].copy_(src)
+        if self.project_v:
+            # A diagnostic count, not training state: a checkpoint written before it existed restarts it at 0.
+            self.v_projected.copy_(tensors.get(V_PROJECTED, torch.zeros(1, dtype=torch.int64)))
 
     def _tensor(self, name: str) -> Tensor:
         if name.startswith("opt."):

@@ -1,0 +1,99 @@
+"""Smoke test of bench/reproduce_scaling.py (--quick, all three families), run as the command a user runs."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.grids import describe, edge_hits
+from bench.v_family import shallow_v_set
+from trainer.sweep import SweepSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scaling")
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_scaling.py"), "--quick", "--out", str(out),
+                          "--families", "regular,constrained,constrained_v", "--processes", "1"],
+                         check=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return out, run.stdout, json.loads((out / "scaling.quick.json").read_text())
+
+
+def test_the_reading_is_printed_before_any_result_and_judged_after(quick):
+    out, stdout, report = quick
+    assert stdout.startswith("Reading, fixed before the run")
+    assert report["verdict"]["verdict"] in {"HOLDS", "NOT SEEN at this scale"}
+    assert len(report["verdict"]["checks"]) == 3
+    md = (out / "scaling.quick.md").read_text()
+    assert f"**Verdict: {report['verdict']['verdict']}.**" in md
+    assert (out / "scaling.quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_group_ran_its_final_grid_once_per_seed(quick):
+    _, _, report = quick
+    for g in report["groups"]:
+        mine = [e for e in report["entries"] if (e["n"], e["family"]) == (g["n"], g["family"])]
+        ran = [(e["lr_hidden"], e["lr_outer"], e["seed"]) for e in mine]
+        assert len(ran) == len(set(ran))
+        assert set(ran) == set(itertools.product(g["grid"]["lr_hidden"], g["grid"]["lr_outer"], g["seeds"]))
+
+
+def test_the_sweeps_saved_as_data_rebuild_exactly_the_runs(quick):
+    _, _, report = quick
+    configs = []
+    for body in report["sweeps"]:
+        sweep = SweepSpec.model_validate(body)
+        family = "regular" if sweep.base.regime == "regular" else (
+            "constrained_v" if sweep.base.constraint.zeta is not None else "constrained")
+        configs += [(sweep.base.data.n, family, lr_h, lr_o, seed) for lr_h, lr_o, _, seed in sweep.configs()]
+    entries = [(e["n"], e["family"], e["lr_hidden"], e["lr_outer"], e["seed"]) for e in report["entries"]]
+    assert sorted(configs) == sorted(entries)
+
+
+def test_winners_and_their_edges_are_reported_as_the_entries_say(quick):
+    _, _, report = quick
+    for g in report["groups"]:
+        grid = {k: tuple(v) for k, v in g["grid"].items()}
+        for seed, stats in g["stats"]["per_seed"].items():
+            mine = [e for e in report["entries"]
+                    if (e["n"], e["family"], e["seed"]) == (g["n"], g["family"], int(seed))]
+            best = min(mine, key=lambda e: e["train_loss"] if e["train_loss"] is not None else float("inf"))
+            assert (stats["best_loss"], stats["lr_hidden"], stats["lr_outer"]) == (
+                best["train_loss"], best["lr_hidden"], best["lr_outer"])
+            hits = edge_hits(grid, {"lr_hidden": best["lr_hidden"], "lr_outer": best["lr_outer"]})
+            assert stats["edge"] == describe(hits)
+            left = f"seed {seed}" in g["unresolved"] or f"seed {seed}" in g["at_floor"]
+            assert left == bool(hits)  # an edge winner is never silently dropped
+        if g["rounds"] < report["setting"]["max_rounds"]:  # growth stopped early only because all were interior
+            assert g["unresolved"] == {}
+
+
+def test_the_v_family_uses_zeta_and_gamma_from_its_seeds_init_and_stays_in_v(quick):
+    _, _, report = quick
+    d = report["base"]["data"]["d"]
+    v_entries = [e for e in report["entries"] if e["family"] == "constrained_v"]
+    assert v_entries
+    for e in v_entries:
+        zeta, gamma = shallow_v_set(e["width"], d, e["seed"])
+        assert (e["zeta"], e["gamma"]) == (zeta, gamma)
+        assert e["v_min"] >= zeta * (1 - 1e-6) and e["v_ratio"] <= gamma * (1 + 1e-5)
+        assert 0 <= e["v_projected_steps"] <= report["setting"]["iterations"]
+    assert all(e["zeta"] is None and "v_projected_steps" not in e for e in report["entries"]
+               if e["family"] != "constrained_v")
+
+
+def test_replot_rebuilds_the_same_report_from_the_json_alone(quick):
+    out, _, report = quick
+    md = (out / "scaling.quick.md").read_text()
+    (out / "scaling.quick.md").unlink()
+    subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_scaling.py"), "--replot", "scaling.quick",
+                    "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=120)
+    assert (out / "scaling.quick.md").read_text() == md
+    again = json.loads((out / "scaling.quick.json").read_text())
+    assert again["verdict"] == report["verdict"] and again["entries"] == report["entries"]
+    assert again["sweeps"] == report["sweeps"]
