@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from api.services import reuse
 from core.db.hooks import after_commit
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from core.queue import queue_for
@@ -19,6 +19,7 @@ from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
 from core.repositories.jobs import JobFilters
 from core.settings import Settings
+from trainer.fingerprint import canonical_json
 from trainer.spec import DatasetRef, JobSpec, NpzData
 
 Enqueue = Callable[[str, str], None]
@@ -29,14 +30,14 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def request_hash(spec: JobSpec) -> str:
     """Digest of the validated spec: bodies that differ only in spelled-out defaults are the same job."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Submission:
     job: Job
-    created: bool  # False: an Idempotency-Key replay of an earlier submission
+    created: bool  # False: an Idempotency-Key replay of an earlier submission, or a reused job
+    reused: bool = False  # an earlier succeeded job with the same spec_hash (Reuse: succeeded)
 
 
 def resolve_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> JobSpec:
@@ -69,8 +70,9 @@ def _replay(existing: Job, digest: str, key: str) -> Submission:
 
 
 def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_key: str | None,
-               settings: Settings, enqueue: Enqueue) -> Submission:
-    """Record a queued job and arrange for it to be sent to its queue once the transaction commits."""
+               settings: Settings, enqueue: Enqueue, reuse_succeeded: bool = False) -> Submission:
+    """Record a queued job and arrange for it to be sent to its queue once the transaction commits; with
+    reuse_succeeded, answer with the caller's succeeded job of the same spec_hash instead, when there is one."""
     # The digest is of the spec as sent: a replay with the same body is the same job, whatever it resolved to.
     digest = request_hash(spec)
     spec = resolve_data_source(session, owner, spec)
@@ -78,6 +80,9 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
         existing = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest, idempotency_key)
+    hashed = reuse.spec_hash_of(session, owner, spec, settings)
+    if reuse_succeeded and (done := reuse.reusable_job(session, owner, hashed, settings.resolved_artifact_dir)):
+        return Submission(done, created=False, reused=True)
     if repo.count_queued(session, owner.id) >= settings.max_queued_jobs_per_user:
         raise TooManyRequests(f"you already have {settings.max_queued_jobs_per_user} queued jobs, the most "
                               "allowed; wait for some to start or cancel them", code="too_many_queued_jobs")
@@ -86,7 +91,7 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
     values: dict[str, Any] = {
         "id": new_id(), "owner_id": owner.id, "name": spec.name, "regime": spec.regime,
         "spec": spec.model_dump(mode="json"), "queue": queue_for(spec), "status": JobStatus.QUEUED,
-        "idempotency_key": idempotency_key, "request_hash": digest,
+        "idempotency_key": idempotency_key, "request_hash": digest, "spec_hash": hashed,
         # Known up front for iteration budgets; for epochs the worker fills it in once the data is loaded.
         "total_steps": spec.optim.iterations, "created_at": now, "updated_at": now,
     }

@@ -55,5 +55,5 @@ def plan_job(spec: JobSpec, shape: DataShape, *, device: Device) -> JobPlan:
 
 
 __all__ = ["BUILTIN_SHAPES", "Advice", "CheckpointEstimate", "ComputeCost", "DataShape", "Device", "JobPlan",
-           "MemoryEstimate", "ParameterCounts", "WidthPosition", "data_shape", "describe", "flops_between",
-           "plan_job"]
+           "MemoryEstimate", "ParameterCounts", "WidthPosition", "compute_cost", "data_shape", "describe",
+           "flops_between", "plan_job"]

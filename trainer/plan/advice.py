@@ -84,7 +84,7 @@ def _fit(spec: JobSpec, shape: DataShape) -> list[Advice]:
 def advise(spec: JobSpec, shape: DataShape, net: Net | None, *, device: str) -> list[Advice]:
     """Advice on the spec for data of this shape; `net` is None when the model does not fit the data."""
     out = _fit(spec, shape)
-    if net is None:
+    if net is None or out:  # the run would fail: that is all there is to say
         return out
     n, d, m = shape.n_train, net.hidden_inputs, net.hidden_units
     where = verdict(n, d, m)
