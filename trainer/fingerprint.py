@@ -55,8 +55,12 @@ def _installed(package: str) -> str:
         return "not installed"
 
 
+# Read once, at import: a process runs one installation, and a request should not read package metadata files.
+_VERSIONS = {package: _installed(package) for package in (*RESULT_PACKAGES, *DATA_PACKAGES.values())}
+
+
 def result_versions() -> dict[str, str]:
-    return {package: _installed(package) for package in RESULT_PACKAGES}
+    return {package: _VERSIONS[package] for package in RESULT_PACKAGES}
 
 
 @lru_cache(maxsize=64)
@@ -96,7 +100,7 @@ def data_identity(data: DataSpec, *, dataset_sha256: str | None = None, dataset_
             return f"sha256:{hashlib.sha256(joined.encode()).hexdigest()}"
         if isinstance(data, DigitsData | Mnist5kData):
             package = DATA_PACKAGES[data.source]
-            return f"{package}=={_installed(package)}"
+            return f"{package}=={_VERSIONS[package]}"
     except (OSError, DataError):
         return None
     return "spec"  # synthetic: the spec's seed, n, d and labels are the whole recipe
