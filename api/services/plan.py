@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -65,29 +66,61 @@ def _uploaded_shape(session: Session, owner: ApiKey, spec: JobSpec) -> tuple[Dat
     return shape, advice
 
 
+@dataclass
+class _Shared:
+    """What every spec planned in one request shares: read once per queue and architecture."""
+
+    session: Session
+    depth: dict[str, tuple[int, int]] = field(default_factory=dict)
+    samples: dict[tuple[str, str], Sequence[ThroughputSample]] = field(default_factory=dict)
+
+    def queue_depth(self, queue: str) -> tuple[int, int]:
+        if queue not in self.depth:
+            self.depth[queue] = jobs_repo.queue_depth(self.session, queue)
+        return self.depth[queue]
+
+    def recent(self, queue: str, arch: str) -> Sequence[ThroughputSample]:
+        if (queue, arch) not in self.samples:
+            self.samples[(queue, arch)] = throughput_repo.recent(self.session, queue, arch)
+        return self.samples[(queue, arch)]
+
+
+def plan_specs(session: Session, owner: ApiKey, specs: Sequence[JobSpec], settings: Settings) -> list[PlanOut]:
+    """One plan per spec (a sweep is its list of configs' specs); the queue state, the caller's queued count and
+    the throughput samples are read once. The first spec the submit path would refuse raises its 422."""
+    resolved = [resolve_data_source(session, owner, spec) for spec in specs]  # the submit path's 422s
+    shared = _Shared(session)
+    hashes = [reuse.spec_hash_of(session, owner, spec, settings) for spec in resolved]
+    reusable = reuse.reusable_jobs(session, owner, hashes, settings.resolved_artifact_dir)
+    yours = jobs_repo.count_queued(session, owner.id)
+    return [_plan_one(session, owner, spec, settings, shared, digest, job.id if job else None, yours)
+            for spec, digest, job in zip(resolved, hashes, reusable, strict=True)]
+
+
 def plan(session: Session, owner: ApiKey, spec: JobSpec, settings: Settings) -> PlanOut:
-    spec = resolve_data_source(session, owner, spec)  # the submit path's 422s
+    return plan_specs(session, owner, [spec], settings)[0]
+
+
+def _plan_one(session: Session, owner: ApiKey, spec: JobSpec, settings: Settings, shared: _Shared,
+              hashed: str | None, reusable_id: str | None, yours: int) -> PlanOut:
     uploaded, advice = _uploaded_shape(session, owner, spec)
     shape = data_shape(spec.data, uploaded)
     queue = queue_for(spec)
     counted = plan_job(spec, shape, device="cuda" if queue == "gpu" else "cpu") if shape is not None else None
-    hashed = reuse.spec_hash_of(session, owner, spec, settings)
     if hashed is None and isinstance(spec.data, MnistData | CifarData):
         advice.append(Advice(level="warning", code="data_files_unreadable", field="data.source",
                              message=f"the {spec.data.source} files cannot be read under NARROWNET_DATA_DIR "
                                      f"({settings.data_dir}) here: the job fails unless its worker has them, and "
                                      "without their content hash it gets no spec_hash and is never reused"))
-    queued, running = jobs_repo.queue_depth(session, queue)
-    yours = jobs_repo.count_queued(session, owner.id)
+    queued, running = shared.queue_depth(queue)
     cap = settings.max_queued_jobs_per_user
     if yours >= cap:
         advice.append(Advice(level="warning", code="queued_jobs_cap", field="body",
                              message=f"you have {yours} queued jobs, the most allowed: a submit now is refused "
                                      "(429) until some start or are cancelled"))
     compute = counted.compute if counted is not None else None
-    reusable = reuse.reusable_job(session, owner, hashed, settings.resolved_artifact_dir)
     return PlanOut(
-        spec=spec.model_dump(mode="json"), spec_hash=hashed, reusable_job_id=reusable.id if reusable else None,
+        spec=spec.model_dump(mode="json"), spec_hash=hashed, reusable_job_id=reusable_id,
         data=None if shape is None else DataShapeOut(n_train=shape.n_train, n_test=shape.n_test,
                                                      sample_shape=list(shape.sample_shape), outputs=shape.outputs,
                                                      task=shape.task),
@@ -95,7 +128,6 @@ def plan(session: Session, owner: ApiKey, spec: JobSpec, settings: Settings) -> 
         compute=compute, memory=counted.memory if counted else None,
         checkpoint=counted.checkpoint if counted else None,
         queue=QueueState(name=queue, queued=queued, running=running, yours_queued=yours, yours_cap=cap),
-        estimate=estimate_run(throughput_repo.recent(session, queue, spec.model.arch), compute, queue,
-                              spec.model.arch),
+        estimate=estimate_run(shared.recent(queue, spec.model.arch), compute, queue, spec.model.arch),
         warnings=[*(counted.advice if counted else []), *advice],
     )

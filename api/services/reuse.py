@@ -6,6 +6,7 @@ share through today; two users training the same public recipe each train it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -29,12 +30,19 @@ def spec_hash_of(session: Session, owner: ApiKey, spec: JobSpec, settings: Setti
     return None if identity is None else spec_hash(spec, identity)
 
 
+def reusable_jobs(session: Session, owner: ApiKey, digests: Sequence[str | None],
+                  artifact_dir: Path) -> list[Job | None]:
+    """For each spec_hash (a sweep's configs, or one job's), the owner's newest succeeded job with it whose final
+    checkpoint is still on disk; never a failed or cancelled job, never another user's."""
+    found = jobs_repo.newest_succeeded_by_hash(session, owner.id, [d for d in digests if d is not None])
+    return [_with_result(session, found.get(d), artifact_dir) if d is not None else None for d in digests]
+
+
 def reusable_job(session: Session, owner: ApiKey, digest: str | None, artifact_dir: Path) -> Job | None:
-    """The owner's newest succeeded job with this spec_hash whose final checkpoint is still on disk; never a
-    failed or cancelled one, never another user's."""
-    if digest is None:
-        return None
-    job = jobs_repo.newest_succeeded_with_hash(session, owner.id, digest)
+    return reusable_jobs(session, owner, [digest], artifact_dir)[0]
+
+
+def _with_result(session: Session, job: Job | None, artifact_dir: Path) -> Job | None:
     if job is None:
         return None
     checkpoint = jobs_repo.latest_checkpoint(session, job.id)

@@ -68,12 +68,16 @@ def count_queued(session: Session, owner_id: str) -> int:
     ) or 0
 
 
-def newest_succeeded_with_hash(session: Session, owner_id: str, spec_hash: str) -> Job | None:
-    """The owner's most recently finished succeeded job with this spec_hash (never a failed or cancelled one)."""
-    return session.scalar(
-        select(Job).where(Job.owner_id == owner_id, Job.spec_hash == spec_hash, Job.status == JobStatus.SUCCEEDED)
-        .order_by(Job.finished_at.desc(), Job.id.desc()).limit(1)
-    )
+def newest_succeeded_by_hash(session: Session, owner_id: str, spec_hashes: Sequence[str]) -> dict[str, Job]:
+    """spec_hash -> the owner's most recently finished succeeded job with it (never a failed or cancelled one)."""
+    if not spec_hashes:
+        return {}
+    rank = func.row_number().over(partition_by=Job.spec_hash, order_by=(Job.finished_at.desc(), Job.id.desc()))
+    ranked = (select(Job.id, rank.label("rank"))
+              .where(Job.owner_id == owner_id, Job.spec_hash.in_(set(spec_hashes)), Job.status == JobStatus.SUCCEEDED)
+              .subquery())
+    rows = session.scalars(select(Job).join(ranked, Job.id == ranked.c.id).where(ranked.c.rank == 1))
+    return {str(job.spec_hash): job for job in rows}
 
 
 def queue_depth(session: Session, queue: str) -> tuple[int, int]:

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from core.db.models import Job, ThroughputSample, utcnow
+from api.services.plan import plan_specs
+from api.services.reuse import reusable_jobs, spec_hash_of
+from core.db.models import ApiKey, Job, ThroughputSample, utcnow
 from core.repositories import throughput as throughput_repo
 from tests.api.conftest import SPEC, Api, ApiFactory, spec
+from tests.api.test_api_reuse import finish
 from trainer.plan import data_shape, plan_job
 from trainer.spec import JobSpec
 
@@ -193,3 +196,26 @@ class TestQueueAndEstimate:
             assert kept[0].job_id == f"w{throughput_repo.WINDOW + 4}" and kept[-1].job_id == "w5"
             assert s.scalar(select(func.count()).select_from(ThroughputSample)
                             .where(ThroughputSample.arch == "resnet18")) == throughput_repo.WINDOW
+
+
+class TestManySpecs:
+    """A sweep is its configs' specs: plan_specs and reusable_jobs take a list (the sweep routes build on them)."""
+
+    async def test_plans_of_several_specs_share_the_queue_state_and_match_one_by_one(self, api: Api) -> None:
+        user = api.new_user()
+        done = (await api.client.post("/v1/jobs", json=spec(seed=4), headers=user)).json()
+        finish(api, done["id"])
+        bodies = [spec(seed=4), spec(seed=5), spec(seed=4, name="same-again"), spec(device="cuda")]
+        specs = [JobSpec.model_validate(b) for b in bodies]
+        owner_id = api.owner_id(user)
+        with api.session() as s:
+            owner = s.get_one(ApiKey, owner_id)
+            many = plan_specs(s, owner, specs, api.settings)
+            hashes = [spec_hash_of(s, owner, one, api.settings) for one in specs]
+            found = reusable_jobs(s, owner, [*hashes, None], api.settings.resolved_artifact_dir)
+        one_by_one = [await plan(api, user, b) for b in bodies]
+        assert [p.model_dump(mode="json") for p in many] == one_by_one
+        assert [p["reusable_job_id"] for p in one_by_one] == [done["id"], None, done["id"], None]
+        assert [j.id if j else None for j in found] == [done["id"], None, done["id"], None, None]
+        assert [p["queue"]["name"] for p in one_by_one] == ["cpu", "cpu", "cpu", "gpu"]
+        api.drain_queue("cpu")

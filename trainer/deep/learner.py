@@ -26,11 +26,11 @@ from trainer.metrics import outer_weight_stats
 from trainer.projection import project_onto_v_set
 from trainer.schedule import lr_factor
 from trainer.shallow.learner import batch_seed
+from trainer.sizes import EVAL_BATCH
 from trainer.spec import CifarData, JobSpec, ResNet18Model
 from trainer.steps import epoch_steps, total_steps
 
 MODEL, INIT = "model.", "init."
-EVAL_BATCH = {"mlp": 4096, "resnet18": 500}
 
 
 def augment_seed(seed: int, step: int) -> int:

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from trainer.deep.mlp import MLP
-from trainer.deep.resnet import IMAGENET_STEM_MIN_SIZE, ResNet18
+from trainer.deep.resnet import ResNet18
 from trainer.fit import check_model_fits
+from trainer.sizes import IMAGENET_STEM_MIN_SIZE
 from trainer.spec import JobSpec, MLPModel, ResNet18Model
 
 DeepNet = MLP | ResNet18

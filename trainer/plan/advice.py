@@ -13,6 +13,7 @@ from trainer.fit import check_loss_fits, check_model_fits
 from trainer.plan.layers import Net
 from trainer.plan.shapes import DataShape
 from trainer.plan.width import BELOW, WIDE, verdict
+from trainer.sizes import JACOBIAN_MAX_SAMPLES
 from trainer.spec import JobSpec, ShallowModel
 from trainer.steps import rows_per_step, total_steps
 
@@ -20,7 +21,6 @@ PAPER_LR_GRID = (1e-4, 0.5)  # the synthetic experiment's learning rates, for it
 TINY_RADIUS = 0.01  # r below this fraction of ||W0||_F: W can hardly move
 LOOSE_RADIUS = 10.0  # r above this multiple of ||W0||_F: the ball is unlikely ever to bind
 LONG_RUN_STEPS = 10_000  # past this, a run without intermediate checkpoints is costly to lose
-JACOBIAN_MAX_SAMPLES = 4096
 
 
 class Advice(BaseModel):

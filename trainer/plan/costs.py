@@ -10,12 +10,11 @@ from pydantic import BaseModel, Field
 from trainer.checkpoint_format import FORMAT, KEEP_LATEST, safetensors_bytes
 from trainer.plan.layers import Net, TensorInfo
 from trainer.plan.shapes import DataShape
+from trainer.sizes import EVAL_BATCH, JACOBIAN_MAX_SAMPLES
 from trainer.spec import JobSpec, ShallowModel
 from trainer.steps import metric_records, rows_per_step, total_steps
 
 Device = Literal["cpu", "cuda"]
-JACOBIAN_MAX_SAMPLES = 4096  # trainer/metrics.py: above it the Jacobian metric is skipped
-EVAL_BATCH = {"mlp": 4096, "resnet18": 500}  # trainer/deep/learner.py: evaluation batches of the deep nets
 FLOPS_COUNTED_AS = ("2 FLOPs per multiply-add of the matmuls and convolutions; a training step's backward pass as "
                     "twice its forward; elementwise ops, BatchNorm and the projections not counted")
 

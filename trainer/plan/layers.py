@@ -11,9 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from trainer.plan.shapes import DataShape
+from trainer.sizes import IMAGENET_STEM_MIN_SIZE
 from trainer.spec import JobSpec, MLPModel, ResNet18Model, ShallowModel
-
-IMAGENET_STEM_MIN_SIZE = 64  # trainer/deep/resnet.py: below it, the CIFAR stem
 
 
 @dataclass(frozen=True)
