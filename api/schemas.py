@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from core.db.models import Dataset, Job, JobStatus
+from trainer.plan import (
+    Advice,
+    CheckpointEstimate,
+    ComputeCost,
+    MemoryEstimate,
+    ParameterCounts,
+    WidthPosition,
+)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -60,6 +68,8 @@ class JobOut(BaseModel):
     updated_at: UtcDatetime
     finished_at: UtcDatetime | None
     spec: dict[str, Any]
+    spec_hash: str | None = Field(description="sha256 of the canonical spec, the data's content and the versions "
+                                              "that change results; null when the data's content was unreadable")
 
     @classmethod
     def from_row(cls, job: Job, now: datetime) -> JobOut:
@@ -69,7 +79,7 @@ class JobOut(BaseModel):
             eta_seconds=eta_seconds(job, now), latest_metrics=job.latest_metrics,
             final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
             cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
-            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec,
+            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec, spec_hash=job.spec_hash,
         )
 
 
@@ -133,6 +143,8 @@ class DatasetOut(BaseModel):
     input_shape: dict[str, Any]
     task: str
     num_classes: int | None
+    output_dim: int | None = Field(description="outputs of the model trained on it (classes or target columns); "
+                                               "null for uploads from before it was recorded")
     created_at: UtcDatetime
 
     @classmethod
@@ -155,3 +167,47 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, str]
+
+
+# -------------------------------------------------------------------------------------------------- plan
+class DataShapeOut(BaseModel):
+    n_train: int
+    n_test: int
+    sample_shape: list[int]
+    outputs: int = Field(description="classes, or regression outputs")
+    task: str
+
+
+class QueueState(BaseModel):
+    name: str = Field(description="the queue the job would go to (core.queue.queue_for)")
+    queued: int = Field(description="jobs of every user waiting on it now: the depth ahead of this one")
+    running: int
+    yours_queued: int
+    yours_cap: int = Field(description="queued jobs one key may have; a submit at the cap is refused with 429")
+
+
+class RunEstimate(BaseModel):
+    seconds: float | None = Field(description="estimated run time, from claim to finish; null: no estimate yet")
+    setup_seconds: float | None = Field(description="loading data and building the model (median of the samples)")
+    flops_per_second: float | None = Field(description="median measured rate of the samples used")
+    samples: int = Field(description="finished runs the estimate rests on")
+    devices: list[str]
+    basis: str
+
+
+class PlanOut(BaseModel):
+    """What a job would be, counted before anything is queued (POST /v1/plan, POST /v1/jobs?dry_run=true)."""
+
+    spec: dict[str, Any] = Field(description="the spec as it would run (an uploaded dataset's name resolved)")
+    spec_hash: str | None
+    reusable_job_id: str | None = Field(description="your succeeded job with the same spec_hash: submit with the "
+                                                    "header 'Reuse: succeeded' to get it back instead of training")
+    data: DataShapeOut | None
+    width: WidthPosition | None
+    parameters: ParameterCounts | None
+    compute: ComputeCost | None
+    memory: MemoryEstimate | None
+    checkpoint: CheckpointEstimate | None
+    queue: QueueState
+    estimate: RunEstimate
+    warnings: list[Advice]

@@ -101,9 +101,22 @@ class NarrownetClient:
         return self._json("GET", "/readyz")
 
     # --------------------------------------------------------------------------------------------- jobs
-    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None,
+               reuse: bool = False) -> dict[str, Any]:
+        """POST /v1/jobs. reuse: get back your succeeded job of the same spec_hash instead of training again,
+        when there is one; the answer then carries `"reused": true` (the server's header Reused: true)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", "/v1/jobs", json=spec, headers=headers)
+        if reuse:
+            headers["Reuse"] = "succeeded"
+        response = self._request("POST", "/v1/jobs", json=spec, headers=headers)
+        body: dict[str, Any] = response.json()
+        if response.headers.get("Reused") == "true":
+            body["reused"] = True
+        return body
+
+    def plan(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/plan: the job's counts, queue and estimated run time; nothing is queued."""
+        return self._json("POST", "/v1/plan", json=spec)
 
     def resolve_job_id(self, id_or_prefix: str) -> str:
         """The full id of the one job whose id starts with `id_or_prefix` (like git's short hashes)."""
@@ -123,7 +136,7 @@ class NarrownetClient:
         return self._json("GET", f"/v1/jobs/{_seg(job_id)}")
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
-        """GET /v1/jobs; filters: status, regime, name, id_prefix and the pagination parameters."""
+        """GET /v1/jobs; filters: status, regime, name, id_prefix, spec_hash and the pagination parameters."""
         return self._json("GET", "/v1/jobs", params={k: v for k, v in filters.items() if v is not None})
 
     def metrics(self, job_id: str, *, since_step: int | None = None,

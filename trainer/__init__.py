@@ -19,4 +19,6 @@ Layout: spec.py (the job spec), shallow/ (net.py + learner.py) (the 1-hidden-lay
 config-batched tensors, hand-written gradients), deep/ (MLP and ResNet-18 with a mirrored, paired, projected last
 block, trained with autograd), init.py, projection.py, optim.py, schedule.py, losses.py, metrics.py, loop.py (one
 training loop for both), sweep.py (vectorized grids), checkpoint.py, predict.py, data/, cli.py.
+Torch-free, for the service to import: spec.py, steps.py (step budget), fit.py (model vs data checks),
+checkpoint_format.py, fingerprint.py (spec_hash), plan/ (counts, width vs 2n/d, advice: POST /v1/plan).
 """

@@ -23,8 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-FORMAT = "narrownet.checkpoint.v1"
-KEEP_LATEST = 2
+from trainer.checkpoint_format import FORMAT, KEEP_LATEST
+
 _NAME = re.compile(r"^ckpt-(\d{9})\.json$")
 
 

@@ -89,7 +89,8 @@ def train_command(
         use_threads(threads, step_macs(spec, data.n_train, math.prod(data.input_shape), data.output_dim))
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(spec.name, total=None, loss="")
-            result = train(spec, out, callbacks=ProgressCallbacks(progress, task), data=data)
+            result = train(spec, out, callbacks=ProgressCallbacks(progress, task), data=data,
+                           spec_hash=local_spec_hash(spec, data_dir))
     except (DataError, CheckpointError, TrainingDiverged, RuntimeError) as e:
         raise fail(str(e)) from e
     Console().print(f"{spec.name}: {result.status} at step {result.step}/{result.total_steps}", highlight=False)
@@ -100,6 +101,14 @@ def train_command(
         table.add_row(name, f"{value:.6g}")
     Console().print(table)
     Console().print(f"checkpoint: {result.checkpoint}")
+
+
+def local_spec_hash(spec: JobSpec, data_dir: Path | None) -> str | None:
+    """The spec_hash a service with the same versions would give this job (None: the data cannot be read)."""
+    from trainer.fingerprint import data_identity, spec_hash
+
+    identity = data_identity(spec.data, data_dir=data_dir)
+    return None if identity is None else spec_hash(spec, identity)
 
 
 def use_threads(requested: int | None, macs_per_step: float) -> None:

@@ -14,6 +14,7 @@ import torch
 from trainer.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
 from trainer.data import Dataset, load_data
 from trainer.deep import DeepLearner
+from trainer.plan.shapes import DataShape
 from trainer.shallow.learner import ConfigGrid, ShallowLearner
 from trainer.spec import JobSpec, ShallowModel
 
@@ -58,6 +59,7 @@ class TrainResult:
     final_metrics: dict[str, float]
     checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
+    data_shape: DataShape | None = None  # what the run trained on (the worker counts its FLOPs with it)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,8 +102,11 @@ def _floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, data_dir: Path | None = None,
-          dataset_path: Path | None = None, data: Dataset | None = None) -> TrainResult:
-    """Train one job into out_dir, resuming from its latest valid checkpoint if one is there."""
+          dataset_path: Path | None = None, data: Dataset | None = None, spec_hash: str | None = None) -> TrainResult:
+    """Train one job into out_dir, resuming from its latest valid checkpoint if one is there.
+
+    spec_hash (trainer/fingerprint.py) is written into every checkpoint's metadata.
+    """
     callbacks = callbacks or NoCallbacks()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,8 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
 
     def checkpoint(step: int, final: bool) -> Path:
         tensors = {**learner.state_tensors(), "x_mean": data.x_mean, "x_std": data.x_std}
-        meta: dict[str, Any] = {"spec": spec_json, "total_steps": total, "final": final, "metrics": last}
+        meta: dict[str, Any] = {"spec": spec_json, "spec_hash": spec_hash, "total_steps": total, "final": final,
+                                "metrics": last}
         if final:
             meta.update({f"final_{k}": v for k, v in last.items()})
         path, full = save_checkpoint(out_dir, step, tensors, meta)
@@ -157,8 +163,9 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
         last = record(0)
     elif ckpt is not None:
         last = dict(ckpt.meta.get("metrics") or {})
+    shape = DataShape(data.n_train, data.n_test, data.input_shape, data.output_dim, data.task)
     if start >= total:  # resumed a finished run: nothing left but to report it
-        return TrainResult("completed", start, total, last, ckpt.path if ckpt else None, history)
+        return TrainResult("completed", start, total, last, ckpt.path if ckpt else None, history, shape)
 
     next_poll = time.monotonic() + STOP_POLL_SECONDS
     step = start
@@ -177,6 +184,6 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
                 if not due(step):
                     last = record(step)
                 path = checkpoint(step, final=False)
-                return TrainResult("stopped", step, total, last, path, history)
+                return TrainResult("stopped", step, total, last, path, history, shape)
     path = checkpoint(total, final=True)
-    return TrainResult("completed", total, total, last, path, history)
+    return TrainResult("completed", total, total, last, path, history, shape)

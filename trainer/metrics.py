@@ -6,9 +6,7 @@ import torch
 from torch import Tensor
 
 from trainer.shallow.net import Activation, activate, activation_grad
-
-# The Gram matrix below is n x n per config; past this n the eigen-decomposition is not worth its cost.
-JACOBIAN_MAX_SAMPLES = 4096
+from trainer.sizes import JACOBIAN_MAX_SAMPLES
 
 
 def jacobian_sigma_min(X: Tensor, W: Tensor, u: Tensor, activation: Activation) -> Tensor | None:

@@ -26,6 +26,13 @@ MAX_LR = 100.0
 
 T = TypeVar("T")
 
+
+def mlp_weight_count(in_features: int, hidden: list[int], out_features: int) -> int:
+    """Weights (biases aside) of an MLP with these widths: what MAX_MLP_PARAMS caps."""
+    widths = [in_features, *hidden, out_features]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 LearningRate = Annotated[float, Field(gt=0, le=MAX_LR, allow_inf_nan=False)]

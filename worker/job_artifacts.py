@@ -17,7 +17,8 @@ from core.artifacts.errors import ArtifactMismatch, ArtifactNotFound
 from core.artifacts.keys import checkpoint_key, dataset_key, job_prefix, meta_key
 from core.artifacts.store import ArtifactStore
 from core.artifacts.verified import fetch_verified, read_small
-from trainer.checkpoint import FORMAT, KEEP_LATEST, CheckpointError, checkpoint_paths, sha256_file
+from trainer.checkpoint import CheckpointError, checkpoint_paths, sha256_file
+from trainer.checkpoint_format import FORMAT, KEEP_LATEST
 from trainer.data.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,8 @@ class JobProgress:
         self.heartbeat_seconds = heartbeat_seconds
         self.flush_seconds = flush_seconds
         self.cancel_requested = False
+        self.loop_started: float | None = None
+        self.start_step = 0
         self.last_checkpoint: tuple[int, Path, str] | None = None
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._last_heartbeat = self._last_flush = time.monotonic()
@@ -30,6 +32,9 @@ class JobProgress:
     def on_start(self, total_steps: int, start_step: int) -> None:
         # Known only once the trainer has loaded the data (epochs x batches); progress and ETA need it early.
         self.total_steps = total_steps
+        # The training loop starts now: the run's measured throughput counts from here (worker/throughput.py).
+        self.loop_started = time.monotonic()
+        self.start_step = start_step
 
     def on_metrics(self, step: int, metrics: dict[str, Any]) -> None:
         self._pending.append((step, dict(metrics)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ from trainer.spec import DatasetRef, JobSpec
 from worker.db_retry import Unavailable, with_retries
 from worker.job_store import JobStore, LeaseLost
 from worker.progress import JobProgress
+from worker.throughput import RunTiming, record_throughput
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
 
 def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobStatus:
     progress: JobProgress | None = None
+    claimed = time.monotonic()
     try:
         spec = JobSpec.model_validate(job.spec)
         dataset_path = store.dataset_path(_dataset_id(spec.data)) if isinstance(spec.data, DatasetRef) else None
@@ -83,7 +86,9 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
                                total_steps=spec.optim.iterations)
         # The trainer resumes from the checkpoint in this directory when a previous attempt recorded one.
         run_dir = store.prepare_run_dir()
-        result = train(spec, run_dir, callbacks=progress, data_dir=settings.data_dir, dataset_path=dataset_path)
+        result = train(spec, run_dir, callbacks=progress, data_dir=settings.data_dir, dataset_path=dataset_path,
+                       spec_hash=job.spec_hash)
+        timing = RunTiming(claimed, progress.loop_started, progress.start_step, time.monotonic())
         progress.flush()
     except (LeaseLost, Unavailable):
         raise
@@ -96,6 +101,7 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     if result.status == "completed":
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
                      final_metrics=result.final_metrics, final_checkpoint=_final_checkpoint(result))
+        record_throughput(store.sessions, job.id, spec, result, timing)
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
-from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, error_responses
-from api.services import checkpoints, jobs
+from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, PlanOut, error_responses
+from api.services import checkpoints, jobs, plan
 from core.db.models import JobStatus, utcnow
 from core.repositories.jobs import JobFilters
 from trainer.spec import JobSpec
@@ -38,18 +38,35 @@ _SPEC_EXAMPLES = {
     }},
 }
 SpecBody = Annotated[JobSpec, Body(openapi_examples=_SPEC_EXAMPLES)]
+# A header, not a body field: the body stays the trainer's JobSpec, which forbids unknown fields.
+ReuseHeader = Annotated[
+    Literal["succeeded"] | None,
+    Header(alias="Reuse", description="'succeeded': answer with your succeeded job of the same spec_hash (200, "
+                                      "header Reused: true) instead of training again, when there is one"),
+]
+DryRun = Annotated[bool, Query(description="answer with the plan (as POST /v1/plan) and queue nothing")]
 
 
 @router.post("", status_code=201, response_model=JobOut,
-             responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key submission"},
+             responses={200: {"model": JobOut | PlanOut,
+                              "description": "replay of an Idempotency-Key submission, a reused job (Reused: true), "
+                                             "or with dry_run=true the plan"},
                         **error_responses(401, 409, 413, 422, 429)})
 def submit_job(spec: SpecBody, session: SessionDep, key: CurrentKey, runtime: RuntimeDep, response: Response,
-               idempotency_key: IdempotencyKey = None) -> JobOut:
+               idempotency_key: IdempotencyKey = None, reuse: ReuseHeader = None,
+               dry_run: DryRun = False) -> JobOut | JSONResponse:
     """Submit a training job (the trainer's job spec); it is queued once this request commits."""
+    if dry_run:
+        answer = plan.plan(session, key, spec, runtime.settings, runtime.artifacts)
+        return JSONResponse(answer.model_dump(mode="json"))
     submission = jobs.submit_job(session, key, spec, idempotency_key=idempotency_key,
-                                 settings=runtime.settings, enqueue=runtime.enqueue)
+                                 settings=runtime.settings, enqueue=runtime.enqueue,
+                                 reuse_from=runtime.artifacts if reuse == "succeeded" else None)
     response.headers["Location"] = f"/v1/jobs/{submission.job.id}"
-    if not submission.created:
+    if submission.reused:
+        response.status_code = 200
+        response.headers["Reused"] = "true"
+    elif not submission.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     return JobOut.from_row(submission.job, utcnow())
@@ -63,11 +80,14 @@ def list_jobs(
     name: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = None,
     id_prefix: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$",
                                            description="jobs whose id starts with this (short ids, like git)")] = None,
+    spec_hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$",
+                                           description="jobs whose result would be the same (see JobOut.spec_hash)")
+                         ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobPage:
-    """Your jobs, newest first, filtered by status, regime, name and id prefix."""
-    filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix)
+    """Your jobs, newest first, filtered by status, regime, name, id prefix and spec_hash."""
+    filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash)
     rows, total = jobs.list_jobs(session, key, filters, limit=limit, offset=offset)
     now = utcnow()
     return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)

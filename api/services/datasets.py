@@ -66,7 +66,7 @@ def create_dataset(session: Session, owner: ApiKey, upload: StagedUpload, settin
         id=dataset_id, owner_id=owner.id, name=name, sha256=upload.sha256, size_bytes=upload.size,
         n_train=info.n_train, n_test=info.n_test,
         input_shape={"train": [info.n_train, *sample], "test": [info.n_test, *sample] if info.n_test else None},
-        task=info.task, num_classes=info.num_classes,
+        task=info.task, num_classes=info.num_classes, output_dim=info.output_dim,
     )
     return repo.add(session, dataset)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, InvalidInput, NotFound
-from api.services import quota
+from api.services import quota, reuse
+from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_commit
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from core.queue import queue_for
@@ -20,6 +20,7 @@ from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
 from core.repositories.jobs import JobFilters
 from core.settings import Settings
+from trainer.fingerprint import canonical_json
 from trainer.spec import DatasetRef, JobSpec, NpzData
 
 Enqueue = Callable[[str, str], None]
@@ -30,14 +31,14 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def request_hash(spec: JobSpec) -> str:
     """Digest of the validated spec: bodies that differ only in spelled-out defaults are the same job."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Submission:
     job: Job
-    created: bool  # False: an Idempotency-Key replay of an earlier submission
+    created: bool  # False: an Idempotency-Key replay of an earlier submission, or a reused job
+    reused: bool = False  # an earlier succeeded job with the same spec_hash (Reuse: succeeded)
 
 
 def resolve_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> JobSpec:
@@ -70,8 +71,10 @@ def _replay(existing: Job, digest: str, key: str) -> Submission:
 
 
 def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_key: str | None,
-               settings: Settings, enqueue: Enqueue) -> Submission:
-    """Record a queued job (within the owner's cap) and arrange for it to be sent once the transaction commits."""
+               settings: Settings, enqueue: Enqueue, reuse_from: ArtifactStore | None = None) -> Submission:
+    """Record a queued job and arrange for it to be sent to its queue once the transaction commits; with
+    reuse_from (the artifact store holding results), answer with the caller's succeeded job of the same spec_hash
+    instead, when there is one whose result is still there."""
     # The digest is of the spec as sent: a replay with the same body is the same job, whatever it resolved to.
     digest = request_hash(spec)
     spec = resolve_data_source(session, owner, spec)
@@ -79,20 +82,24 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
         existing = repo.get_by_idempotency_key(session, owner.id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest, idempotency_key)
+    hashed = reuse.spec_hash_of(session, owner, spec, settings)
+    if reuse_from is not None and (done := reuse.reusable_job(session, owner, hashed, reuse_from)):
+        return Submission(done, created=False, reused=True)
     submission = quota.insert_within_queued_cap(
-        session, owner, settings, lambda: _insert(session, owner, spec, digest, idempotency_key))
+        session, owner, settings, lambda: _insert(session, owner, spec, digest, idempotency_key, hashed))
     if submission.created:
         job_id, queue = submission.job.id, submission.job.queue
         after_commit(session, lambda: enqueue(job_id, queue))
     return submission
 
 
-def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None) -> Submission:
+def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None,
+            hashed: str | None) -> Submission:
     now = utcnow()
     values: dict[str, Any] = {
         "id": new_id(), "owner_id": owner.id, "name": spec.name, "regime": spec.regime,
         "spec": spec.model_dump(mode="json"), "queue": queue_for(spec), "status": JobStatus.QUEUED,
-        "idempotency_key": idempotency_key, "request_hash": digest,
+        "idempotency_key": idempotency_key, "request_hash": digest, "spec_hash": hashed,
         # Known up front for iteration budgets; for epochs the worker fills it in once the data is loaded.
         "total_steps": spec.optim.iterations, "created_at": now, "updated_at": now,
     }

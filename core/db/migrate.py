@@ -12,6 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import OperationalError
 
@@ -54,6 +55,11 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 def downgrade(url: str | None, revision: str) -> None:
     """Take the database down to `revision` ("base" removes every table narrownet made)."""
     command.downgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str | None:
+    """The newest revision among the migration scripts."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -83,6 +84,8 @@ class Dataset(Base):
     input_shape: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"train": [...], "test": [...]}
     task: Mapped[str] = mapped_column(String(16))  # "regression" | "classification"
     num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Outputs of the regression targets (classes for classification); null on rows uploaded before it was kept.
+    output_dim: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -92,6 +95,7 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_owner_spec_hash", "owner_id", "spec_hash"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -107,6 +111,8 @@ class Job(Base):
     )
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What identifies the result (trainer/fingerprint.py); null when the data's content could not be read.
+    spec_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # fencing token: only this attempt may write
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -155,4 +161,28 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-__all__ = ["Base", "ApiKey", "Dataset", "Job", "JobStatus", "MetricPoint", "Checkpoint", "utcnow", "new_id"]
+class ThroughputSample(Base):
+    """One finished run as a worker measured it: how many FLOPs (trainer/plan's count) in how many seconds.
+
+    The plan's run-time estimate reads the recent samples of a queue and architecture; the worker keeps a window.
+    """
+
+    __tablename__ = "throughput_samples"
+    __table_args__ = (Index("ix_throughput_samples_queue_arch", "queue", "arch", "recorded_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(16))
+    arch: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str] = mapped_column(String(128))  # "cpu", or "cuda: <GPU name>"
+    job_id: Mapped[str] = mapped_column(String(32))
+    steps: Mapped[int] = mapped_column(Integer)
+    flops: Mapped[float] = mapped_column(Float)  # of the steps and evaluations this attempt ran
+    flops_per_step: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)  # the training loop, data loaded and model built
+    setup_seconds: Mapped[float] = mapped_column(Float)  # from the claim until the loop started
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+__all__ = ["Base", "ApiKey", "Dataset", "Job", "JobStatus", "MetricPoint", "Checkpoint", "ThroughputSample", "utcnow",
+           "new_id"]

@@ -30,6 +30,7 @@ class JobFilters:
     regime: str | None = None
     name: str | None = None
     id_prefix: str | None = None
+    spec_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ClaimedJob:
     attempt: int
     owner_id: str
     spec: dict[str, Any]
+    spec_hash: str | None
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -96,6 +98,29 @@ def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float)
     return count_queued(session, owner_id)
 
 
+def newest_succeeded_by_hash(session: Session, owner_id: str, spec_hashes: Sequence[str]) -> dict[str, Job]:
+    """spec_hash -> the owner's most recently finished succeeded job with it (never a failed or cancelled one)."""
+    if not spec_hashes:
+        return {}
+    rank = func.row_number().over(partition_by=Job.spec_hash, order_by=(Job.finished_at.desc(), Job.id.desc()))
+    ranked = (select(Job.id, rank.label("rank"))
+              .where(Job.owner_id == owner_id, Job.spec_hash.in_(set(spec_hashes)), Job.status == JobStatus.SUCCEEDED)
+              .subquery())
+    rows = session.scalars(select(Job).join(ranked, Job.id == ranked.c.id).where(ranked.c.rank == 1))
+    return {str(job.spec_hash): job for job in rows}
+
+
+def queue_depth(session: Session, queue: str) -> tuple[int, int]:
+    """(queued, running) jobs of every user on `queue`: what a job sent there now would wait behind."""
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.queue == queue,
+                                               Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        .group_by(Job.status)
+    ).all()
+    counts = {status: count for status, count in rows}
+    return counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
+
+
 def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
     stmt = select(Job).where(Job.owner_id == owner_id)
     if filters.status is not None:
@@ -106,6 +131,8 @@ def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
         stmt = stmt.where(Job.name == filters.name)
     if filters.id_prefix is not None:
         stmt = stmt.where(Job.id.startswith(filters.id_prefix, autoescape=True))
+    if filters.spec_hash is not None:
+        stmt = stmt.where(Job.spec_hash == filters.spec_hash)
     return stmt
 
 
@@ -220,8 +247,8 @@ def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float
     )
     if not rowcount(claimed):
         return None  # terminal, or live-leased by another worker: a duplicate delivery
-    row = session.execute(select(Job.attempt, Job.owner_id, Job.spec).where(Job.id == job_id)).one()
-    return ClaimedJob(id=job_id, attempt=row.attempt, owner_id=row.owner_id, spec=row.spec)
+    row = session.execute(select(Job.attempt, Job.owner_id, Job.spec, Job.spec_hash).where(Job.id == job_id)).one()
+    return ClaimedJob(id=job_id, attempt=row.attempt, owner_id=row.owner_id, spec=row.spec, spec_hash=row.spec_hash)
 
 
 # ------------------------------------------------------------------------------ worker: fenced writes

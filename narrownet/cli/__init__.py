@@ -1,6 +1,6 @@
 """The `narrownet` command: the trainer's commands, the API client commands, and the service's processes.
 
-One module per group of commands: jobs.py (submit, status, list, ...), datasets.py, keys.py, service.py (serve,
+One module per group of commands: jobs.py (submit, status, list, ...), plan.py, datasets.py, keys.py, service.py (serve,
 worker, reconcile, db); the trainer's own train/predict/sweep come from trainer.cli.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 import typer
 
 from core.settings import get_settings
-from narrownet.cli import datasets, jobs, keys, service
+from narrownet.cli import datasets, jobs, keys, plan, service
 from trainer.cli import app as trainer_app
 
 app = typer.Typer(name="narrownet", no_args_is_help=True, add_completion=False,
                   help="Train narrow neural networks: locally, or as jobs on a narrownet service.")
 app.add_typer(trainer_app)
 app.add_typer(jobs.app)
+app.add_typer(plan.app)
 app.add_typer(service.app)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(keys.app, name="keys")

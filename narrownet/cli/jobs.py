@@ -75,15 +75,18 @@ def submit(
     spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec (JSON)")],
     wait: Annotated[bool, typer.Option("--wait", help="follow the job with a progress bar")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="same key and spec -> same job")] = None,
+    reuse: Annotated[bool, typer.Option("--reuse", help="if you have a succeeded job with the same spec_hash, "
+                                                        "get it back instead of training again")] = False,
     timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds")] = 24 * 3600.0,
     as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
 ) -> None:
     """Submit a training job; prints its id (and, with --wait, follows it to the end)."""
     body = read_json_file(spec, "a job spec")
     with api_errors(url), client(url, key) as api:
-        job = api.submit(body, idempotency_key=idempotency_key)
+        job = api.submit(body, idempotency_key=idempotency_key, reuse=reuse)
         if not as_json:
-            out.print(f"submitted job {job['id']} ({job['name']}, {job['status']})", highlight=False)
+            what = "reused job" if job.get("reused") else "submitted job"
+            out.print(f"{what} {job['id']} ({job['name']}, {job['status']})", highlight=False)
         if wait:
             job = follow(api, job, timeout)
     if as_json:
@@ -127,12 +130,13 @@ def list_jobs(
     status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed|cancelled")] = None,
     regime: Annotated[str | None, typer.Option(help="regular|constrained")] = None,
     name: Annotated[str | None, typer.Option()] = None,
+    spec_hash: Annotated[str | None, typer.Option(help="jobs whose result would be the same")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
     as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
 ) -> None:
     """List your jobs, newest first (ids shortened to a prefix every command accepts)."""
     with api_errors(url), client(url, key) as api:
-        page = api.jobs(status=status, regime=regime, name=name, limit=limit)
+        page = api.jobs(status=status, regime=regime, name=name, spec_hash=spec_hash, limit=limit)
     if as_json:
         print_json(page)
         return

@@ -87,7 +87,10 @@ class Stack:
 
 
 def _backend_env(name: str, home: Path, resources: ExitStack) -> dict[str, str]:
-    settings = {"NARROWNET_HOME": str(home), "NARROWNET_LOG_LEVEL": "INFO", "NARROWNET_METRICS_FLUSH_EVERY": "5"}
+    # One torch thread per worker process, as in tests/reliability: on a small shared machine, OpenMP threads
+    # spinning against other processes make a run's time swing 10x, and the plan tests compare run times.
+    settings = {"NARROWNET_HOME": str(home), "NARROWNET_LOG_LEVEL": "INFO", "NARROWNET_METRICS_FLUSH_EVERY": "5",
+                "NARROWNET_WORKER_TORCH_THREADS": "1"}
     if name == "postgres":
         settings["NARROWNET_DATABASE_URL"] = resources.enter_context(temporary_postgres_database("narrownet_e2e"))
         db = resources.enter_context(redis_database())

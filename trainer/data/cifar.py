@@ -17,6 +17,7 @@ from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # pri
 
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataError
+from trainer.data.files import CIFAR_LAYOUT, source_files
 from trainer.data.prepare import build_dataset
 from trainer.spec import CifarData
 
@@ -98,15 +99,9 @@ def load_cifar(spec: CifarData, data_dir: Path | None) -> Dataset:
         raise DataError(
             "data.test_fraction", f"{spec.source} carries its own test split; leave test_fraction at 0"
         )
-    if spec.source == "cifar10":
-        directory, label_key, num_classes = Path(data_dir) / "cifar-10-batches-py", b"labels", 10
-        train_names, test_name = [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
-    else:
-        directory, label_key, num_classes = Path(data_dir) / "cifar-100-python", b"fine_labels", 100
-        train_names, test_name = ["train"], "test"
-    for name in [*train_names, test_name]:
-        if not (directory / name).is_file():
-            raise DataError("data.source", f"{spec.source}: missing {directory / name}")
+    folder, train_names, test_name, label_key, num_classes = CIFAR_LAYOUT[spec.source]
+    directory = Path(data_dir) / folder
+    source_files(spec, data_dir)  # DataError naming the first missing file
     parts = [batch_arrays(directory / name, label_key, num_classes) for name in train_names]
     X_test, y_test = batch_arrays(directory / test_name, label_key, num_classes)
     return build_dataset(

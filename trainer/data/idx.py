@@ -14,17 +14,12 @@ import numpy as np
 
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataError
+from trainer.data.files import MNIST_DIR, MNIST_FILES, find_idx
 from trainer.data.prepare import build_dataset
 from trainer.spec import MnistData
 
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MAX_IDX_BYTES = 1 << 31  # MNIST is 47 MB; a decompressed file past 2 GiB is not MNIST
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -66,14 +61,6 @@ def read_idx(path: Path) -> np.ndarray:
     return parse_idx(_read_bytes(path), str(path))
 
 
-def find_idx(directory: Path, stem: str) -> Path:
-    """The raw file if present, else its .gz; DataError naming the missing path otherwise."""
-    for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise DataError("data.source", f"mnist: missing {directory / stem} (or {stem}.gz)")
-
-
 def read_mnist_pair(directory: Path, images_stem: str, labels_stem: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(find_idx(directory, images_stem)), read_idx(find_idx(directory, labels_stem))
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -95,7 +82,7 @@ def load_mnist(spec: MnistData, data_dir: Path | None) -> Dataset:
         raise DataError("data.source", "mnist needs a data directory (none configured)")
     if spec.test_fraction > 0:
         raise DataError("data.test_fraction", "mnist carries its own test split; leave test_fraction at 0")
-    directory = Path(data_dir) / "mnist"
+    directory = Path(data_dir) / MNIST_DIR
     if not directory.is_dir():
         raise DataError("data.source", f"mnist: missing directory {directory}")
     X, y = read_mnist_pair(directory, MNIST_FILES["train_images"], MNIST_FILES["train_labels"])

@@ -15,21 +15,23 @@ import torch
 from torch import Tensor
 
 from trainer.checkpoint import CheckpointError
-from trainer.data import DataError, Dataset, augment_batch
+from trainer.data import Dataset, augment_batch
 from trainer.deep.ball import distance_from, project_block_onto_ball_
 from trainer.deep.models import build_model, named_block_parameters
 from trainer.deep.optim_state import PREFIX as OPT
 from trainer.deep.optim_state import flatten_optimizer_state, load_optimizer_state
+from trainer.fit import check_loss_fits
 from trainer.losses import loss_value
 from trainer.metrics import outer_weight_stats
 from trainer.projection import project_onto_v_set
 from trainer.schedule import lr_factor
 from trainer.shallow.learner import batch_seed
+from trainer.sizes import EVAL_BATCH
 from trainer.spec import CifarData, JobSpec, ResNet18Model
+from trainer.steps import epoch_steps, total_steps
 
 MODEL, INIT = "model.", "init."
 V_PROJECTED = "v_projected_steps"  # checkpoint key of the P_V binding count
-EVAL_BATCH = {"mlp": 4096, "resnet18": 500}
 
 
 def augment_seed(seed: int, step: int) -> int:
@@ -37,22 +39,12 @@ def augment_seed(seed: int, step: int) -> int:
     return (seed * 2_000_029 + step * 104_729 + 54_321) % (2**63 - 1)
 
 
-def deep_steps_per_epoch(n: int, batch_size: int | None, drop_single: bool) -> int:
-    """ceil(n / b) batches; with BatchNorm a last batch of one sample is dropped (its statistics are undefined)."""
-    if batch_size is None or batch_size >= n:
-        return 1
-    if drop_single and n % batch_size == 1:
-        return n // batch_size
-    return math.ceil(n / batch_size)
-
-
 class DeepLearner:
     def __init__(self, spec: JobSpec, data: Dataset, device: torch.device) -> None:
         self.spec, self.device = spec, device
         self.loss = spec.loss
         self.classification = data.task == "classification"
-        if self.loss == "cross_entropy" and not self.classification:
-            raise DataError("loss", "cross_entropy needs integer class labels; this data is regression")
+        check_loss_fits(spec, self.classification)
         self.model = build_model(spec, data.input_shape, data.output_dim).to(device)
         self.cuda = device.type == "cuda"
         self.is_resnet = isinstance(spec.model, ResNet18Model)
@@ -70,8 +62,8 @@ class DeepLearner:
         self.n = data.n_train
         self.augment = isinstance(spec.data, CifarData) and spec.data.augment
         o = spec.optim
-        self.steps_per_epoch = deep_steps_per_epoch(self.n, o.batch_size, drop_single=self.is_resnet)
-        self.total_steps = o.total_steps(self.steps_per_epoch)
+        self.steps_per_epoch = epoch_steps(spec, self.n)
+        self.total_steps = total_steps(spec, self.n)
         self._epoch_perm: tuple[int, Tensor] | None = None
 
         # The projected block: the paper's hidden layer W (MLP: last hidden layer; ResNet: block 4).

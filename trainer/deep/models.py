@@ -7,17 +7,13 @@ import math
 import torch
 from torch import nn
 
-from trainer.data import DataError
 from trainer.deep.mlp import MLP
-from trainer.deep.resnet import IMAGENET_STEM_MIN_SIZE, ResNet18
-from trainer.spec import MAX_MLP_PARAMS, MAX_RESNET_CHANNELS, MAX_RESNET_PIXELS, JobSpec, MLPModel, ResNet18Model
+from trainer.deep.resnet import ResNet18
+from trainer.fit import check_model_fits
+from trainer.sizes import IMAGENET_STEM_MIN_SIZE
+from trainer.spec import JobSpec, MLPModel, ResNet18Model
 
 DeepNet = MLP | ResNet18
-
-
-def mlp_weight_count(in_features: int, hidden: list[int], out_features: int) -> int:
-    widths = [in_features, *hidden, out_features]
-    return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
 def build_model(spec: JobSpec, input_shape: tuple[int, ...], out_features: int) -> DeepNet:
@@ -28,24 +24,12 @@ def build_model(spec: JobSpec, input_shape: tuple[int, ...], out_features: int) 
     """
     model: DeepNet
     pairwise = spec.regime == "constrained"
+    check_model_fits(spec, input_shape, out_features)
     match spec.model:
         case MLPModel(hidden=hidden, activation=activation):
-            d = math.prod(input_shape)
-            count = mlp_weight_count(d, hidden, out_features)
-            if count > MAX_MLP_PARAMS:
-                raise DataError("model.hidden", f"{count} weights for input dim {d}; at most {MAX_MLP_PARAMS}")
-            model = MLP(d, list(hidden), out_features, activation, pairwise)
+            model = MLP(math.prod(input_shape), list(hidden), out_features, activation, pairwise)
         case ResNet18Model(block4_width=width):
-            if len(input_shape) != 3:
-                raise DataError("model.arch", f"resnet18 needs image data (n, C, H, W); this data set is tabular, "
-                                              f"samples of shape {input_shape}")
             channels, height, width_px = input_shape
-            if channels > MAX_RESNET_CHANNELS:
-                raise DataError("model.arch", f"resnet18 takes at most {MAX_RESNET_CHANNELS} input channels, "
-                                              f"got {channels}")
-            if height * width_px > MAX_RESNET_PIXELS:
-                raise DataError("model.arch", f"resnet18 takes images of at most {MAX_RESNET_PIXELS} pixels, "
-                                              f"got {height}x{width_px}")
             imagenet_stem = min(height, width_px) >= IMAGENET_STEM_MIN_SIZE
             model = ResNet18(channels, out_features, width, pairwise, imagenet_stem)
         case _:

@@ -29,8 +29,6 @@ from torch import Tensor, nn
 
 from trainer.deep.init import lecun_init_, mirror_block_
 
-IMAGENET_STEM_MIN_SIZE = 64
-
 
 class PairedConv2d(nn.Conv2d):
     """nn.Conv2d whose two halves of output channels are computed by two identically shaped calls."""

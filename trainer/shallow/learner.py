@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from trainer.checkpoint import CheckpointError
-from trainer.data import DataError, Dataset
+from trainer.data import Dataset
+from trainer.fit import check_loss_fits, check_model_fits
 from trainer.init import init_batch
 from trainer.losses import accuracy, loss_and_grad, loss_value
 from trainer.metrics import jacobian_sigma_min, outer_weight_stats
@@ -21,7 +22,8 @@ from trainer.optim import adam_step_, sgd_step_
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.schedule import lr_factor
 from trainer.shallow.net import Workspace, backward, features, forward, outer_weights, outputs
-from trainer.spec import MAX_SHALLOW_PARAMS, JobSpec, ShallowModel
+from trainer.spec import JobSpec, ShallowModel
+from trainer.steps import steps_per_epoch, total_steps
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,6 @@ class ConfigGrid:
 # Elements per activation buffer in one forward/backward group (~4 MB of float32): sized to the caches, not RAM.
 CHUNK_ELEMENTS = 1 << 20
 V_PROJECTED = "v_projected_steps"  # checkpoint key of the P_V binding count
-
-
-def steps_per_epoch(n: int, batch_size: int | None) -> int:
-    return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
-
-
-def total_steps(spec: JobSpec, n: int) -> int:
-    return spec.optim.total_steps(steps_per_epoch(n, spec.optim.batch_size))
 
 
 def batch_seed(seed: int, epoch: int) -> int:
@@ -77,10 +71,8 @@ class ShallowLearner:
         self.Y = self._targets(data.y_train).to(device)
         self.Y_test = self._targets(data.y_test).to(device)
         self.n, self.d = self.X.shape
-        if self.loss == "cross_entropy" and not self.classification:
-            raise DataError("loss", "cross_entropy needs integer class labels; this data is regression")
-        if self.width * self.d > MAX_SHALLOW_PARAMS:
-            raise DataError("model.width", f"width x input dim = {self.width * self.d} > {MAX_SHALLOW_PARAMS}")
+        check_loss_fits(spec, self.classification)
+        check_model_fits(spec, (self.d,), self.k)
         self.total_steps = total_steps(spec, self.n)
         self.steps_per_epoch = steps_per_epoch(self.n, spec.optim.batch_size)
 
