@@ -4,7 +4,6 @@ ending exactly where the same job ends alone."""
 import math
 
 import pytest
-import torch
 
 from trainer.grid import SweepFile, parse_sweep_file
 from trainer.loop import train
