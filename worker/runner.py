@@ -90,11 +90,11 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         log.exception("job %s attempt %d failed", job.id, job.attempt)
         if progress is not None:
             _flush_quietly(progress)
-        return _record_failure(job, store, exc, settings.max_attempts)
+        return record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
-                     final_metrics=result.final_metrics, final_checkpoint=_final_checkpoint(result))
+                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result))
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
@@ -116,7 +116,7 @@ def drop_unrecorded_checkpoints(run_dir: Path, recorded_steps: set[int]) -> None
                 path.unlink(missing_ok=True)
 
 
-def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
+def record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, PERMANENT_FAILURES):
         store.finish(JobStatus.FAILED, error=reason)
@@ -129,7 +129,7 @@ def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attemp
     return JobStatus.QUEUED
 
 
-def _final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
+def final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
     # Read from the checkpoint's own metadata: a resumed, already finished run reports it without a callback.
     if result.checkpoint is None:
         return None

@@ -16,7 +16,8 @@ from core.db.models import Base
 from core.db.session import sqlalchemy_url
 from tests.service_guard import temporary_postgres_database
 
-TABLES = {"api_keys", "datasets", "jobs", "metrics", "checkpoints"}
+HEAD = "0002"  # the newest migration
+TABLES = {"api_keys", "datasets", "sweeps", "jobs", "metrics", "checkpoints"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.service)])
@@ -51,7 +52,7 @@ def test_upgrade_matches_the_models_and_downgrade_removes_everything(empty_datab
     assert migrate.current_revision(empty_database) is None
 
     migrate.upgrade(empty_database)
-    assert migrate.current_revision(empty_database) == "0001"
+    assert migrate.current_revision(empty_database) == HEAD
     assert tables(empty_database) == TABLES | {"alembic_version"}
     assert schema_diff(empty_database, Base.metadata) == []
     # The comparison does look at the database: against no models, every table is reported.
@@ -78,5 +79,5 @@ def test_alembic_command_line_uses_the_settings_url(tmp_path: Path) -> None:
     env["NARROWNET_DATABASE_URL"] = url
     subprocess.run([sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head"],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
-    assert migrate.current_revision(url) == "0001"
+    assert migrate.current_revision(url) == HEAD
     assert schema_diff(url, Base.metadata) == []
