@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
 from api.observability import MetricsMiddleware
-from api.routes import datasets, docs, health, jobs
+from api.routes import datasets, docs, health, jobs, sweeps
 from api.runtime import Runtime
 from core.db import migrate
 from core.settings import Settings, get_settings
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        upload_paths=frozenset({datasets.router.prefix}))
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
 
-    for router in (health.router, jobs.router, datasets.router, docs.router):
+    for router in (health.router, jobs.router, sweeps.router, datasets.router, docs.router):
         app.include_router(router)
     return app
 

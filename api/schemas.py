@@ -60,6 +60,8 @@ class JobOut(BaseModel):
     updated_at: UtcDatetime
     finished_at: UtcDatetime | None
     spec: dict[str, Any]
+    sweep_id: str | None = Field(default=None, description="the sweep this job is a config of")
+    params: dict[str, Any] | None = Field(default=None, description="its values of the sweep's grid axes")
 
     @classmethod
     def from_row(cls, job: Job, now: datetime) -> JobOut:
@@ -69,7 +71,8 @@ class JobOut(BaseModel):
             eta_seconds=eta_seconds(job, now), latest_metrics=job.latest_metrics,
             final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
             cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
-            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec,
+            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec, sweep_id=job.sweep_id,
+            params=job.params,
         )
 
 

@@ -62,11 +62,13 @@ def list_jobs(
     status: JobStatus | None = None,
     regime: Literal["regular", "constrained"] | None = None,
     name: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = None,
+    sweep_id: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                          description="the configs of one sweep")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobPage:
-    """Your jobs, newest first, filtered by status, regime and name."""
-    rows, total = jobs.list_jobs(session, key, JobFilters(status=status, regime=regime, name=name),
+    """Your jobs, newest first, filtered by status, regime, name and sweep."""
+    rows, total = jobs.list_jobs(session, key, JobFilters(status=status, regime=regime, name=name, sweep_id=sweep_id),
                                  limit=limit, offset=offset)
     now = utcnow()
     return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)

@@ -39,14 +39,15 @@ class Submission:
     created: bool  # False: an Idempotency-Key replay of an earlier submission
 
 
-def _check_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> None:
+def data_source_errors(session: Session, owner: ApiKey, spec: JobSpec) -> list[tuple[str, str]]:
+    """What is wrong with where a spec's data comes from, as (field, reason) relative to the spec."""
     data = spec.data
     if data.source == "npz":
-        raise InvalidInput([("data.source", "'npz' reads a path on the machine that runs it, which only the "
-                             "command line may do; upload the file with POST /v1/datasets and use "
-                             "{\"source\": \"dataset\", \"id\": ...}")])
+        return [("data.source", "'npz' reads a path on the machine that runs it, which only the command line may "
+                 "do; upload the file with POST /v1/datasets and use {\"source\": \"dataset\", \"id\": ...}")]
     if data.source == "dataset" and datasets_repo.get_owned(session, owner.id, data.id) is None:
-        raise InvalidInput([("data.id", f"no dataset {data.id!r}; upload one with POST /v1/datasets")])
+        return [("data.id", f"no dataset {data.id!r}; upload one with POST /v1/datasets")]
+    return []
 
 
 def _replay(existing: Job, digest: str, key: str) -> Submission:
@@ -59,7 +60,8 @@ def _replay(existing: Job, digest: str, key: str) -> Submission:
 def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_key: str | None,
                settings: Settings, enqueue: Enqueue) -> Submission:
     """Record a queued job and arrange for it to be sent to its queue once the transaction commits."""
-    _check_data_source(session, owner, spec)
+    if errors := data_source_errors(session, owner, spec):
+        raise InvalidInput(errors)
     digest = request_hash(spec)
     if idempotency_key is not None:
         existing = repo.get_by_idempotency_key(session, owner.id, idempotency_key)

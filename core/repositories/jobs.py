@@ -165,6 +165,12 @@ def sweep_configs(session: Session, sweep_id: str) -> list[SweepConfigRow]:
                            r.latest_metrics, r.final_metrics, r.error, r.started_at, r.finished_at) for r in rows]
 
 
+def pack_ids(session: Session, sweep_id: str) -> list[tuple[str, str | None]]:
+    """(job id, pack id) of a sweep's configs, in grid order."""
+    rows = session.execute(select(Job.id, Job.pack_id).where(Job.sweep_id == sweep_id).order_by(Job.sweep_index))
+    return [(r.id, r.pack_id) for r in rows]
+
+
 def tally_sweeps(session: Session, sweep_ids: Sequence[str]) -> dict[str, SweepTally]:
     """Per sweep: its configs counted by status, and the unfinished ones' steps (one grouped query)."""
     tallies = {sweep_id: SweepTally({}, 0, 0) for sweep_id in sweep_ids}

@@ -13,6 +13,7 @@ import pytest
 from api.app import create_app
 from core.db import migrate
 from tests.api.conftest import make_settings
+from tests.api.test_api_migrations import HEAD
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ async def test_embedded_start_creates_the_schema(tmp_path: Path) -> None:
     assert not (home / "state").exists()  # building the app touched nothing
 
     async with app.router.lifespan_context(app):
-        assert migrate.current_revision(url) == "0001"
+        assert migrate.current_revision(url) == HEAD
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             assert (await client.get("/readyz")).status_code == 200
 

@@ -68,7 +68,8 @@ def _load(target: Target) -> Any:
     loaded = schemathesis.openapi.from_asgi("/openapi.json", target.app, config=_config(target.alice.headers),
                                             headers=target.alice.headers)
     ids = {"job_id": [target.alice.job_id, target.bob.job_id, *HOSTILE_IDS],
-           "dataset_id": [target.alice.dataset_id, target.bob.dataset_id, *HOSTILE_IDS]}
+           "dataset_id": [target.alice.dataset_id, target.bob.dataset_id, *HOSTILE_IDS],
+           "sweep_id": [target.alice.sweep_id, target.bob.sweep_id, *HOSTILE_IDS]}
 
     @loaded.hook
     def map_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> dict[str, Any] | None:
