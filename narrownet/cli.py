@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from core.settings import get_settings
-from narrownet.client import ApiError, ChecksumMismatch, NarrownetClient
-from trainer.cli import app as trainer_app
+from narrownet.cli_common import JsonOpt, KeyOpt, UrlOpt, err, out
+from narrownet.cli_common import api_errors as _api_errors
+from narrownet.cli_common import client as _client
+from narrownet.cli_common import fmt as _fmt
+from narrownet.cli_common import print_json as _print_json
+from narrownet.client import NarrownetClient
+from narrownet.sweep_cli import app as sweep_app
+from trainer import cli as trainer_cli
 
 app = typer.Typer(name="narrownet", no_args_is_help=True, add_completion=False,
                   help="Train narrow neural networks: locally, or as jobs on a narrownet service.")
@@ -28,16 +30,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
-
-UrlOpt = Annotated[str | None, typer.Option("--url", help="API base URL [env NARROWNET_URL]")]
-KeyOpt = Annotated[str | None, typer.Option("--key", help="API key [env NARROWNET_API_KEY]")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the raw JSON answer")]
-
-
-# `train`, `predict` and `sweep` are the trainer's own commands.
-app.add_typer(trainer_app)
+# `train` and `predict` are the trainer's own commands; `sweep FILE` is its local sweep, and `sweep submit|...`
+# talk to a service (narrownet/sweep_cli.py).
+app.command("train")(trainer_cli.train_command)
+app.command("predict")(trainer_cli.predict_command)
+app.add_typer(sweep_app, name="sweep")
 
 
 @app.callback()
@@ -46,32 +43,11 @@ def _service_defaults(ctx: typer.Context) -> None:
     # The trainer's CLI reads no service settings; the data directory is handed to it here.
     data_dir = get_settings().data_dir
     if data_dir is not None:
-        ctx.default_map = {**(ctx.default_map or {}), "train": {"data_dir": str(data_dir)}}
+        ctx.default_map = {**(ctx.default_map or {}), "train": {"data_dir": str(data_dir)},
+                           "sweep": {"run": {"data_dir": str(data_dir)}}}
 
 
 # ------------------------------------------------------------------------------------------- client side
-def _client(url: str | None, key: str | None) -> NarrownetClient:
-    settings = get_settings()
-    return NarrownetClient(url or settings.api_url, key or settings.api_key)
-
-
-@contextmanager
-def _api_errors() -> Iterator[None]:
-    """Print a failed call as one readable line and exit 1, instead of a traceback."""
-    try:
-        yield
-    except ApiError as exc:
-        err.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
-    except (httpx.TransportError, ChecksumMismatch, TimeoutError) as exc:
-        err.print(f"[red]error[/red] {type(exc).__name__}: {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(data=data)
-
-
 def _follow(client: NarrownetClient, job: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Poll a job to a terminal state under a live progress bar."""
     columns = (TextColumn("{task.description}"), BarColumn(),
@@ -163,10 +139,6 @@ def metrics(
         values = p.get("values", {})
         table.add_row(str(p["step"]), *(_fmt(values.get(n)) for n in names))
     out.print(table)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else "" if value is None else str(value)
 
 
 @app.command()
