@@ -1,13 +1,17 @@
 """The paper's synthetic experiment (Figure 4 a-d), scaled to run in under 15 minutes on a 2-core CPU.
 
     python bench/reproduce_synthetic.py [--quick] [--out bench/results] [--threads N]
+    python bench/reproduce_synthetic.py --quick --url http://127.0.0.1:8000 [--key KEY]   # on a running service
     python bench/reproduce_synthetic.py --name synthetic.long --widths 20,40 --radii 1,3 --lr-hidden 0.005,0.01,0.05 \
         --lr-outer 0.5 --seeds 0,1,2 --iterations 20000       # a follow-up on a few cells with a longer budget
 
 Cells are widths x radii x regimes. In each cell every (lr_W, lr_v) pair of the grid is trained (full-batch GD,
 momentum 0.9, square loss, tanh) and the cell reports the lowest FINAL training loss over the grid (Figure 4 a/b)
 and the Jacobian's smallest singular value of that best config (Figure 4 c/d). All radii and learning rates of one
-(width, regime) are a single vectorized sweep (trainer.sweep). Writes NAME.json (every config's final metrics,
+(width, regime) are a single vectorized program: the whole grid is one sweep file (widths x regimes x radii x
+learning rates x seeds), trained here (trainer.sweep, pack by pack) or, with --url, submitted to a running service
+as one sweep (POST /v1/sweeps), which trains the same packs; both give the same numbers. Writes NAME.json (every
+config's final metrics,
 the settings and seeds), NAME.md (tables) and NAME.png (heatmaps) into --out; NAME defaults to "synthetic".
 With several seeds a cell's value is computed per seed, and the tables show the median [min, max] over seeds.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -27,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.data import load_data  # noqa: E402
+from trainer.grid import SweepFile  # noqa: E402
 from trainer.init import init_batch  # noqa: E402
-from trainer.spec import JobSpec, SyntheticData  # noqa: E402
-from trainer.sweep import SweepSpec, run_sweep  # noqa: E402
+from trainer.spec import JobSpec  # noqa: E402
+from trainer.sweep import run_sweep  # noqa: E402
 
 REGIMES = ("constrained", "regular")  # Figure 4 (a) and (b); regular with r < inf is the paper's ablation
 PAPER_LRS = (1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1, 5e-1)
@@ -73,8 +78,8 @@ def base_spec(s: Setting, regime: str, width: int) -> JobSpec:
     })
 
 
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None  # JSON has no inf/NaN
+def finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None  # JSON has no inf/NaN
 
 
 def loss_key(entry: dict) -> float:
@@ -82,32 +87,55 @@ def loss_key(entry: dict) -> float:
     return loss if loss is not None else math.inf  # a diverged config never wins a cell
 
 
+FINAL_METRICS = ("train_loss", "w_dist", "v_min", "v_ratio", "jacobian_sigma_min")
+
+
+def sweep_file(s: Setting, name: str) -> dict:
+    """The whole grid as one sweep file: packs of one (width, regime) each train as one vectorized program."""
+    base = base_spec(s, REGIMES[0], s.widths[0]).model_dump(mode="json", exclude_unset=True)
+    return {"name": name, "base": base, "objective": {"metric": "train_loss", "mode": "min"},
+            "grid": {"model.width": list(s.widths), "regime": list(REGIMES), "constraint.radius": list(s.radii),
+                     "optim.lr_hidden": list(s.lr_hidden), "optim.lr_outer": list(s.lr_outer), "seed": list(s.seeds)}}
+
+
+def entry(s: Setting, params: dict, final: dict | None, history: list[dict]) -> dict:
+    width, regime, seed = params["model.width"], params["regime"], params["seed"]
+    final = final or {}
+    return {"width": width, "regime": regime, "radius": params["constraint.radius"],
+            "lr_hidden": params["optim.lr_hidden"], "lr_outer": params["optim.lr_outer"], "seed": seed,
+            **{k: finite_or_none(final.get(k)) for k in FINAL_METRICS},
+            "w0_norm": init_norm(regime, width, s.d, seed),
+            "loss_history": [[h["step"], finite_or_none(h.get("train_loss"))] for h in history]}
+
+
 def run(s: Setting) -> tuple[list[dict], dict[str, float]]:
-    """Train every (width, regime) row as one sweep; return one entry per (cell, config) and wall times."""
-    data = load_data(SyntheticData(source="synthetic", n=s.n, d=s.d, seed=s.data_seed, labels=s.labels))
-    entries: list[dict] = []
-    walls: dict[str, float] = {}
-    for width in s.widths:
-        for regime in REGIMES:
-            base = base_spec(s, regime, width)
-            sweep = SweepSpec(base=base, lr_hidden=list(s.lr_hidden), lr_outer=list(s.lr_outer),
-                              radius=list(s.radii), seed=list(s.seeds))
-            start = time.perf_counter()
-            result = run_sweep(sweep, data=data, device=torch.device("cpu"))
-            w0_norms = {seed: init_norm(regime, width, s.d, seed) for seed in s.seeds}
-            walls[f"{regime}/m={width}"] = wall = time.perf_counter() - start
-            print(f"  m={width:<4} {regime:<12} {len(result.configs)} configs x {s.iterations} it: {wall:6.1f} s",
-                  flush=True)
-            for (lr_h, lr_o, radius, seed), final, history in zip(result.configs, result.final, result.history,
-                                                                  strict=True):
-                entries.append({
-                    "width": width, "regime": regime, "radius": finite_or_none(radius),
-                    "lr_hidden": lr_h, "lr_outer": lr_o, "seed": seed,
-                    **{k: finite_or_none(v) for k, v in final.items() if k != "step"},
-                    "w0_norm": w0_norms[seed],
-                    "loss_history": [[h["step"], finite_or_none(h["train_loss"])] for h in history],
-                })
-    return entries, walls
+    """Train the grid here, pack by pack; return one entry per (cell, config) and each pack's wall time."""
+    result = run_sweep(SweepFile.model_validate(sweep_file(s, "synthetic")),
+                       on_pack=lambda done, total: print(f"  {done}/{total} configs", flush=True))
+    walls = {}
+    for pack in result.packs:
+        first = result.configs[pack.configs[0]].params
+        walls[f"{first['regime']}/m={first['model.width']}"] = pack.seconds
+        print(f"  m={first['model.width']:<4} {first['regime']:<12} {len(pack.configs)} configs x {s.iterations} "
+              f"it: {pack.seconds:6.1f} s", flush=True)
+    return [entry(s, r.params, r.final_metrics, r.history) for r in result.results], walls
+
+
+def run_on_service(s: Setting, url: str, key: str | None, name: str) -> tuple[list[dict], dict[str, float]]:
+    """Submit the grid to a running service as one sweep, wait for it, read back every config's metrics."""
+    from narrownet.client import NarrownetClient
+
+    with NarrownetClient(url, key, timeout=60.0) as api:
+        sweep = api.submit_sweep(sweep_file(s, name))
+        print(f"  sweep {sweep['id']}: {sweep['n_configs']} configs in {len(sweep['packs'])} packs", flush=True)
+        done = api.wait_sweep(sweep["id"], timeout=24 * 3600, poll_interval=0.5)
+        print(f"  {done['status']}: {done['counts']}", flush=True)
+        entries = []
+        for row in api.sweep_results(sweep["id"])["items"]:
+            points = api.metrics(row["job_id"])["points"]
+            history = [{"step": p["step"], **p["values"]} for p in points]
+            entries.append(entry(s, row["params"], row["final_metrics"], history))
+    return entries, {}
 
 
 def init_norm(regime: str, width: int, d: int, seed: int) -> float:
@@ -282,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="synthetic", help="output file stem")
     # One thread: on a shared 2-core machine, two OpenMP threads competing with other processes ran ~10x slower.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--url", default=None, help="submit the grid as one sweep to the service at this URL")
+    parser.add_argument("--key", default=None, help="API key for --url [env NARROWNET_API_KEY]")
     overrides = {  # each replaces one field of the chosen setting
         "n": int, "d": int, "labels": str, "iterations": int, "widths": ints, "radii": radii, "lr_hidden": floats,
         "lr_outer": floats, "seeds": ints,
@@ -296,13 +326,18 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/reproduce_synthetic.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     start = time.perf_counter()
-    entries, walls = run(setting)
+    if args.url:
+        key = args.key or os.environ.get("NARROWNET_API_KEY")
+        entries, walls = run_on_service(setting, args.url, key, args.name)
+    else:
+        entries, walls = run(setting)
     total = time.perf_counter() - start
     cells = best_per_cell(entries)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{args.name}.json", {
         "command": command.strip(), "wall_seconds": total, "sweep_wall_seconds": walls, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "setting": asdict(setting), "regimes": list(REGIMES),
+        "trained_by": args.url or "this process",
         "entries": entries,
     })
     (args.out / f"{args.name}.md").write_text(markdown(setting, cells, walls, total, command.strip()))
