@@ -45,6 +45,21 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _poll(fetch: Callable[[], dict[str, Any]], what: str, timeout: float, poll_interval: float,
+          on_update: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Fetch until the answer's status is terminal; raise TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = fetch()
+        if on_update is not None:
+            on_update(current)
+        if current["status"] in TERMINAL:
+            return current
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} still {current['status']} after {timeout:.0f}s")
+        time.sleep(poll_interval)
+
+
 class NarrownetClient:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -130,16 +145,7 @@ class NarrownetClient:
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the job is terminal; raise TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if on_update is not None:
-                on_update(job)
-            if job["status"] in TERMINAL:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
-            time.sleep(poll_interval)
+        return _poll(lambda: self.job(job_id), f"job {job_id}", timeout, poll_interval, on_update)
 
     # ------------------------------------------------------------------------------------------- sweeps
     def submit_sweep(self, sweep: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -177,16 +183,7 @@ class NarrownetClient:
     def wait_sweep(self, sweep_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
                    on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until every config of the sweep is finished; raise TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            sweep = self.sweep(sweep_id)
-            if on_update is not None:
-                on_update(sweep)
-            if sweep["status"] in TERMINAL:
-                return sweep
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"sweep {sweep_id} still {sweep['status']} after {timeout:.0f}s")
-            time.sleep(poll_interval)
+        return _poll(lambda: self.sweep(sweep_id), f"sweep {sweep_id}", timeout, poll_interval, on_update)
 
     # ----------------------------------------------------------------------------------------- datasets
     def upload_dataset(self, path: Path, *, name: str | None = None) -> dict[str, Any]:
