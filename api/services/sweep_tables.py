@@ -32,12 +32,13 @@ def canonical(value: Any) -> str:
 # ----------------------------------------------------------------------------------------- status, progress
 def status_of(tally: SweepTally, n_configs: int, cancel_requested: bool) -> SweepStatus:
     """queued: no config has started; running: some have, not all are finished; once all are finished:
-    cancelled (the sweep was cancelled), succeeded (at least one config succeeded: a diverged config is an
-    answer of a grid, not a failure of it; the counts say how many), else failed."""
+    cancelled (the sweep was cancelled while configs were unfinished), succeeded (at least one config succeeded:
+    a diverged config is an answer of a grid, not a failure of it; the counts say how many), else failed. A cancel
+    that came after every config had finished changes nothing."""
     counts = tally.counts
     finished = sum(n for status, n in counts.items() if status.is_terminal)
     if finished >= n_configs:
-        if cancel_requested:
+        if cancel_requested and counts.get(JobStatus.CANCELLED):
             return "cancelled"
         return "succeeded" if counts.get(JobStatus.SUCCEEDED) else "failed"
     return "queued" if counts.get(JobStatus.QUEUED, 0) == n_configs else "running"

@@ -286,6 +286,13 @@ class TestCancelAndIsolation:
         arrange(api, sweep, {1: {"status": JobStatus.CANCELLED, "finished_at": utcnow()}})
         assert (await api.client.get(f"/v1/sweeps/{sweep['id']}", headers=user)).json()["status"] == "cancelled"
 
+    async def test_a_cancel_after_every_config_finished_changes_nothing(self, api: Api) -> None:
+        user = api.new_user()
+        sweep = await submit(api, user, grid={"seed": [1, 2]})
+        arrange(api, sweep, {0: done(0.1), 1: {"status": JobStatus.FAILED, "finished_at": utcnow()}})
+        got = (await api.client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=user)).json()
+        assert got["status"] == "succeeded" and got["counts"]["cancelled"] == 0
+
     async def test_another_users_sweep_is_a_404_everywhere(self, api: Api) -> None:
         alice, bob = api.new_user("alice"), api.new_user("bob")
         sweep = await submit(api, alice, grid={"seed": [1, 2]})
