@@ -18,7 +18,7 @@ from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit, SecurityHeaders
 from api.observability import MetricsMiddleware
 from api.pages import STATIC_DIR
-from api.routes import datasets, docs, health, jobs, plan, series, ui_auth, ui_pages
+from api.routes import datasets, docs, health, jobs, plan, series, sweeps, ui_auth, ui_pages
 from api.runtime import Runtime
 from core.db import migrate
 from core.settings import Settings, get_settings
@@ -65,8 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     app.add_middleware(SecurityHeaders)
 
-    for router in (health.router, jobs.router, plan.router, series.router, datasets.router, docs.router,
-                   ui_auth.router, ui_pages.router):
+    for router in (health.router, jobs.router, sweeps.router, plan.router, series.router, datasets.router,
+                   docs.router, ui_auth.router, ui_pages.router):
         app.include_router(router)
     # The dashboard's scripts, styles and vendored libraries: public, like /docs (no user data in them).
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

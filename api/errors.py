@@ -182,6 +182,15 @@ def _walk_loc(loc: Sequence[Any], body: Any) -> list[str]:
     return parts
 
 
+def _spec_path(loc: list[str], named: list[str]) -> str:
+    """Join the loc down to the job spec with the path the message names from the spec's top: loc ["base",
+    "optim"] and "optim.lr" make "base.optim.lr"; loc ["optim"] and "optim.lr" make "optim.lr"."""
+    for k in range(len(loc) + 1):
+        if named[:len(loc) - k] == loc[k:]:
+            return ".".join([*loc[:k], *named])
+    return ".".join(named)
+
+
 def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None,
                       body_models: tuple[type[BaseModel], ...] = ()) -> list[FieldError]:
     fields: list[FieldError] = []
@@ -196,8 +205,9 @@ def validation_fields(errors: Iterable[Mapping[str, Any]], body: Any = None,
         parts = _walk_loc(err.get("loc", ()), body)
         named = _FIELD_IN_MESSAGE.match(message)
         if named and err.get("type") == "value_error":
-            # The message carries the full path from the top of the body.
-            fields.append((named.group(1), named.group(2)))
+            # The message carries the full path from the top of the job spec, which may sit inside the body (a
+            # sweep's "base"); `loc` reaches the model that raised it.
+            fields.append((_spec_path(parts, named.group(1).split(".")), named.group(2)))
             continue
         if err.get("type") == "extra_forbidden":
             parent = tuple(parts[:-1])

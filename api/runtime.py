@@ -8,7 +8,7 @@ process-global configuration. Making the engine does not connect; the first requ
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from api.services.job_events import JobEventHub
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine
-from core.queue import enqueue_job, make_celery
+from core.queue import enqueue_job, enqueue_pack, make_celery
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,16 @@ class Runtime:
         except Exception:
             self.metrics.enqueue_failures.labels(queue).inc()
             log.exception("job %s committed but not sent to queue %s", job_id, queue)
+
+    def enqueue_pack(self, job_ids: Sequence[str], queue: str) -> None:
+        """Count a sweep's pack and send it (one narrownet.run_pack message) once its rows have committed; a
+        broker that cannot be reached leaves the jobs queued for the reconciler, as for a job."""
+        self.metrics.jobs_submitted.labels(queue).inc(len(job_ids))
+        try:
+            enqueue_pack(self.celery, job_ids, queue)
+        except Exception:
+            self.metrics.enqueue_failures.labels(queue).inc()
+            log.exception("pack of %d jobs committed but not sent to queue %s", len(job_ids), queue)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -70,6 +70,8 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     spec_hash: str | None = Field(description="sha256 of the canonical spec, the data's content and the versions "
                                               "that change results; null when the data's content was unreadable")
+    sweep_id: str | None = Field(default=None, description="the sweep this job is a config of")
+    params: dict[str, Any] | None = Field(default=None, description="its values of the sweep's grid axes")
 
     @classmethod
     def from_row(cls, job: Job, now: datetime) -> JobOut:
@@ -80,6 +82,7 @@ class JobOut(BaseModel):
             final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
             cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
             updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec, spec_hash=job.spec_hash,
+            sweep_id=job.sweep_id, params=job.params,
         )
 
 

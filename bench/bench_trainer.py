@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference import reference_train  # noqa: E402
 from trainer.data import load_data  # noqa: E402
+from trainer.grid import SweepFile, expand  # noqa: E402
 from trainer.shallow.learner import ConfigGrid, ShallowLearner  # noqa: E402
 from trainer.spec import JobSpec  # noqa: E402
-from trainer.sweep import SweepSpec  # noqa: E402
 
 LR_GRID = [1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1, 5e-1]  # the paper's 7 values, for W and v (7 x 7 = 49)
 
@@ -91,9 +91,9 @@ def main() -> None:
         "optim": {"name": "gd", "momentum": 0.9, "lr": 0.1, "iterations": args.steps},
         "constraint": {"radius": 5.0}, "seed": 0, "device": args.device})
     steps = args.steps
-    sweep = SweepSpec(base=spec, lr_hidden=LR_GRID, lr_outer=LR_GRID)
-    configs = sweep.configs()
-    grid = ConfigGrid(*[list(col) for col in zip(*configs, strict=True)])
+    sweep = SweepFile(base=spec, grid={"optim.lr_hidden": LR_GRID, "optim.lr_outer": LR_GRID})
+    configs = [c.spec for c in expand(sweep)]
+    grid = ConfigGrid.of(configs)
     on_cpu = device.type == "cpu"
 
     # Each round runs every variant once, interleaved, so all see the same machine; the best round of each is
@@ -106,10 +106,8 @@ def main() -> None:
             "ref_single": time_reference(spec, steps) if on_cpu else float("nan"),
             "ours_sweep": time_learner(spec, grid, steps, device),
             # 49 sequential reference runs: timed, not extrapolated.
-            "ref_sweep": sum(time_reference(sweep.config_spec(i), steps) for i in range(len(configs)))
-            if on_cpu else float("nan"),
-            "ours_sequential": sum(time_learner(sweep.config_spec(i), ConfigGrid.single(sweep.config_spec(i)),
-                                                steps, device) for i in range(len(configs))),
+            "ref_sweep": sum(time_reference(c, steps) for c in configs) if on_cpu else float("nan"),
+            "ours_sequential": sum(time_learner(c, ConfigGrid.single(c), steps, device) for c in configs),
         }
         for k, v in timings.items():
             best[k] = min(best.get(k, v), v)

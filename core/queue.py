@@ -1,8 +1,9 @@
 """The queue producer: the task's name, the queues, the Celery configuration both sides use, and `enqueue`.
 
-The API and the reconciler send jobs with an app built by `make_celery`; the worker consumes with one built
-the same way (worker/celery_app.py). Nothing here imports the worker or torch. Send a job only after the
-transaction that created (or re-queued) it has committed: a task that arrives first finds no row to run.
+The API and the reconciler send jobs (and packs of a sweep's jobs) with an app built by `make_celery`; the worker
+consumes with one built the same way (worker/celery_app.py). Nothing here imports the worker or torch. Send a job
+only after the transaction that created (or re-queued) it has committed: a task that arrives first finds no row
+to run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from core.db import sqlite
 from trainer.spec import JobSpec
 
 TASK_NAME = "narrownet.run_job"
+# A pack: several jobs (configs of one sweep) that train together as one vectorized program; args: [job ids].
+PACK_TASK_NAME = "narrownet.run_pack"
 QUEUES = ("cpu", "gpu")
 
 
@@ -74,3 +77,13 @@ def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
     if queue not in QUEUES:
         raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
     app.send_task(TASK_NAME, args=[job_id], queue=queue)
+
+
+def enqueue_pack(app: Celery, job_ids: Sequence[str], queue: str) -> None:
+    """Send narrownet.run_pack(job_ids) to `queue`; a pack of one is sent as narrownet.run_job."""
+    if queue not in QUEUES:
+        raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
+    if len(job_ids) == 1:
+        app.send_task(TASK_NAME, args=[job_ids[0]], queue=queue)
+    else:
+        app.send_task(PACK_TASK_NAME, args=[list(job_ids)], queue=queue)

@@ -45,7 +45,10 @@ class Settings(BaseSettings):
         description="cap on an uploaded .npz's arrays once decompressed (zip bombs; memory while validating)",
     )
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="cap on JSON request bodies")
-    max_queued_jobs_per_user: int = Field(default=100, ge=1)
+    max_queued_jobs_per_user: int = Field(default=100, ge=1, description="queued jobs (not sweep configs) per key")
+    max_sweep_configs: int = Field(default=2048, ge=1, le=4096, description="configs one sweep may have (422 above)")
+    max_queued_sweep_configs_per_user: int = Field(
+        default=10_000, ge=1, description="queued sweep configs one key may have (429 with Retry-After above)")
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per key per minute")
     rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
         default="auto", description="where requests are counted: auto = Redis when the broker is Redis (shared "

@@ -60,6 +60,21 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _poll(fetch: Callable[[], dict[str, Any]], what: str, timeout: float, poll_interval: float,
+          on_update: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Fetch until the answer's status is terminal; raise TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = fetch()
+        if on_update is not None:
+            on_update(current)
+        if current["status"] in TERMINAL:
+            return current
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} still {current['status']} after {timeout:.0f}s")
+        time.sleep(poll_interval)
+
+
 class NarrownetClient:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -220,16 +235,45 @@ class NarrownetClient:
     def wait(self, job_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the job is terminal; raise TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if on_update is not None:
-                on_update(job)
-            if job["status"] in TERMINAL:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
-            time.sleep(poll_interval)
+        return _poll(lambda: self.job(job_id), f"job {job_id}", timeout, poll_interval, on_update)
+
+    # ------------------------------------------------------------------------------------------- sweeps
+    def submit_sweep(self, sweep: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/sweeps: {"name", "base": job spec, "grid": {dotted path: [values]}, "objective"}."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/v1/sweeps", json=sweep, headers=headers)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}")
+
+    def sweeps(self, **params: Any) -> dict[str, Any]:
+        return self._json("GET", "/v1/sweeps", params={k: v for k, v in params.items() if v is not None})
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/sweeps/{_seg(sweep_id)}/cancel")
+
+    def sweep_results(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}/results")
+
+    def sweep_results_csv(self, sweep_id: str) -> str:
+        return self._request("GET", f"/v1/sweeps/{_seg(sweep_id)}/results", params={"format": "csv"}).text
+
+    def sweep_summary(self, sweep_id: str, **params: Any) -> dict[str, Any]:
+        """The Figure-4 table; params: rows, cols, split (grid axes), metric, reduce (min|max)."""
+        return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}/summary",
+                          params={k: v for k, v in params.items() if v is not None})
+
+    def sweep_heatmap(self, sweep_id: str, dest: Path, *, fmt: str = "png", **params: Any) -> Path:
+        """Write the summary's heatmap (png or svg) to dest."""
+        response = self._request("GET", f"/v1/sweeps/{_seg(sweep_id)}/heatmap.{fmt}",
+                                 params={k: v for k, v in params.items() if v is not None})
+        Path(dest).write_bytes(response.content)
+        return Path(dest)
+
+    def wait_sweep(self, sweep_id: str, *, timeout: float = 3600.0, poll_interval: float = 1.0,
+                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until every config of the sweep is finished; raise TimeoutError after `timeout` seconds."""
+        return _poll(lambda: self.sweep(sweep_id), f"sweep {sweep_id}", timeout, poll_interval, on_update)
 
     # ----------------------------------------------------------------------------------------- datasets
     def upload_dataset(self, path: Path, *, name: str | None = None) -> dict[str, Any]:

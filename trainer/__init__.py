@@ -18,7 +18,9 @@ Public interface (used by the CLI and the Celery worker):
 Layout: spec.py (the job spec), shallow/ (net.py + learner.py) (the 1-hidden-layer net as pure functions over
 config-batched tensors, hand-written gradients), deep/ (MLP and ResNet-18 with a mirrored, paired, projected last
 block, trained with autograd), init.py, projection.py, optim.py, schedule.py, losses.py, metrics.py, loop.py (one
-training loop for both), sweep.py (vectorized grids), checkpoint.py, predict.py, data/, cli.py.
+training loop for both, and for a pack of configs trained as one vectorized program: train_pack), callbacks.py,
+grid.py (sweep files: a grid of dotted paths over a base spec), packing.py (which configs share a program),
+sweep.py (a sweep trained here, pack by pack), checkpoint.py, predict.py, data/, cli.py.
 Torch-free, for the service to import: spec.py, steps.py (step budget), fit.py (model vs data checks),
 checkpoint_format.py, fingerprint.py (spec_hash), plan/ (counts, width vs 2n/d, advice: POST /v1/plan).
 """

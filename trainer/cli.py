@@ -164,31 +164,49 @@ def predict_command(
 
 @app.command("sweep")
 def sweep_command(
-    sweep_path: Path = typer.Argument(..., metavar="SWEEP.json", help='{"base": <job spec>, "lr_hidden": [...], ...}'),
-    out: Path | None = typer.Option(None, "--out", "-o", help="write results as JSON here"),
+    sweep_path: Path = typer.Argument(..., metavar="SWEEP.json",
+                                      help='{"name", "base": <job spec>, "grid": {"optim.lr_hidden": [...], ...}, '
+                                           '"objective": {"metric": "train_loss", "mode": "min"}}'),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the results (one row per config) as JSON"),
+    data_dir: Path | None = typer.Option(None, help="local MNIST IDX / CIFAR python batches"),
 ) -> None:
-    """Train a grid of learning rates / radii / seeds as one vectorized program."""
+    """Train a sweep file's grid here, each pack of compatible configs as one vectorized program.
+
+    The format is POST /v1/sweeps's; the older {"base", "lr_hidden", "lr_outer", "radius", "seed"} is read too."""
     from trainer.data import DataError
-    from trainer.sweep import SweepSpec, run_sweep
+    from trainer.grid import GridError, parse_sweep_file
+    from trainer.sweep import run_sweep
 
     try:
-        sweep = SweepSpec.model_validate(read_json(sweep_path, "sweep"))
+        sweep = parse_sweep_file(read_json(sweep_path, "sweep"))
     except ValidationError as e:
         raise fail("invalid sweep\n  " + "\n  ".join(validation_messages(e))) from e
     try:
-        result = run_sweep(sweep, on_chunk=lambda done, total: console.print(f"{done}/{total} configs"))
+        result = run_sweep(sweep, data_dir=data_dir,
+                           on_pack=lambda done, total: console.print(f"{done}/{total} configs"))
+    except GridError as e:
+        raise fail("invalid sweep\n  " + "\n  ".join(f"{f}: {r}" for f, r in e.fields)) from e
     except DataError as e:
         raise fail(str(e)) from e
-    rows = [{"lr_hidden": c[0], "lr_outer": c[1], "radius": c[2], "seed": c[3], **final}
-            for c, final in zip(result.configs, result.final, strict=True)]
-    table = Table(title=f"{len(rows)} configs")
-    for col in ("lr_hidden", "lr_outer", "radius", "seed", "train_loss"):
+    metric, mode = sweep.objective.metric, sweep.objective.mode
+    rows = [r.row() for r in result.results]
+
+    def value(row: dict[str, Any]) -> float | None:
+        v = (row["final_metrics"] or {}).get(metric)
+        return v if isinstance(v, float) and v == v and abs(v) != float("inf") else None
+
+    ranked = sorted(rows, key=lambda r: (value(r) is None, (value(r) or 0.0) * (1 if mode == "min" else -1)))
+    table = Table(title=f"{sweep.sweep_name}: {len(rows)} configs, {len(result.packs)} pack(s), by {metric} ({mode})")
+    for col in (*sweep.axes, metric, "status"):
         table.add_column(col, justify="right")
-    for r in sorted(rows, key=lambda r: r["train_loss"] if r["train_loss"] == r["train_loss"] else float("inf")):
-        table.add_row(*(f"{r[c]:.4g}" for c in ("lr_hidden", "lr_outer", "radius", "seed", "train_loss")))
+    for r in ranked:
+        v = value(r)
+        table.add_row(*(json.dumps(r["params"][a]) for a in sweep.axes), "" if v is None else f"{v:.4g}",
+                      r["status"])
     Console().print(table)
     if out is not None:
-        out.write_text(json.dumps(rows, indent=2))
+        out.write_text(json.dumps({"name": sweep.sweep_name, "axes": sweep.axes,
+                                   "objective": sweep.objective.model_dump(), "items": rows}, indent=2))
 
 
 if __name__ == "__main__":

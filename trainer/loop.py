@@ -1,65 +1,50 @@
-"""The training loop for one job: cadence of metrics and checkpoints, resume, stop; progress leaves by callbacks."""
+"""The training loop, once for one job (`train`) and for a pack of configs trained as one vectorized program
+(`train_pack`; a job is a pack of one): cadence of metrics and checkpoints, resume, stop, divergence.
+
+Every config of a pack keeps its own run directory, checkpoints (the format and cadence a lone job writes),
+metrics.jsonl and outcome, so a config can be resumed alone or in another pack. A config that diverges or is
+stopped leaves the pack (trainer/shallow/learner.py keep_configs) while the others go on. Configs resumed from
+checkpoints at different steps are trained in groups of equal start step, one group after another.
+Progress leaves by callbacks (trainer/callbacks.py).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
 
-from trainer.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from trainer.callbacks import (
+    Callbacks,
+    NoCallbacks,
+    NoPackCallbacks,
+    OneJob,
+    Outcome,
+    PackCallbacks,
+    Poll,
+    TrainingDiverged,
+    TrainResult,
+)
+from trainer.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, save_checkpoint
 from trainer.data import Dataset, load_data
 from trainer.deep import DeepLearner
+from trainer.packing import pack_key
 from trainer.plan.shapes import DataShape
 from trainer.shallow.learner import ConfigGrid, ShallowLearner
 from trainer.spec import JobSpec, ShallowModel
 
+__all__ = ["Callbacks", "NoCallbacks", "PackCallbacks", "Poll", "TrainResult", "TrainingDiverged", "make_learner",
+           "resolve_device", "train", "train_pack"]
+
 STOP_POLL_SECONDS = 1.0
 
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training diverged at step {step}: train_loss = {loss}")
-        self.step, self.loss = step, loss
-
-
-class Callbacks(Protocol):
-    """Where progress leaves the trainer. Implement it (worker.progress.JobProgress does), or subclass it
-    explicitly to inherit these no-op defaults and override what you need."""
-
-    def on_start(self, total_steps: int, start_step: int) -> None:
-        """Called once the data is loaded: the step budget (epochs x batches) is known only then."""
-        return None
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        return None
-
-    def on_checkpoint(self, step: int, path: Path, meta: dict[str, Any]) -> None:
-        return None
-
-    def should_stop(self) -> bool:
-        return False
-
-
-class NoCallbacks(Callbacks):
-    """Nothing leaves the trainer but the files it writes."""
-
-
-@dataclass
-class TrainResult:
-    status: Literal["completed", "stopped"]
-    step: int
-    total_steps: int
-    final_metrics: dict[str, float]
-    checkpoint: Path | None
-    history: list[dict[str, float]] = field(default_factory=list)
-    data_shape: DataShape | None = None  # what the run trained on (the worker counts its FLOPs with it)
+Learner = ShallowLearner | DeepLearner
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,7 +55,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_learner(spec: JobSpec, data: Dataset, grid: ConfigGrid, device: torch.device) -> ShallowLearner | DeepLearner:
+def make_learner(spec: JobSpec, data: Dataset, grid: ConfigGrid, device: torch.device) -> Learner:
     if isinstance(spec.model, ShallowModel):
         return ShallowLearner(spec, data, grid, device)
     if len(grid) != 1:
@@ -94,11 +79,11 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def _floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    # The one host-device sync per record: everything moves in a single transfer.
+def per_config(metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+    """(C,) metric tensors -> one {name: float} per config, in a single host-device transfer."""
     names = list(metrics)
-    values = torch.stack([metrics[k].float().reshape(()) for k in names]).cpu().tolist()
-    return dict(zip(names, values, strict=True))
+    rows = torch.stack([metrics[k].float().reshape(-1) for k in names]).cpu().tolist()
+    return [dict(zip(names, column, strict=True)) for column in zip(*rows, strict=True)]
 
 
 def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, data_dir: Path | None = None,
@@ -107,83 +92,236 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
 
     spec_hash (trainer/fingerprint.py) is written into every checkpoint's metadata.
     """
-    callbacks = callbacks or NoCallbacks()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(spec.device)
-    data = data if data is not None else load_data(spec.data, data_dir=data_dir, dataset_path=dataset_path)
-    learner = make_learner(spec, data, ConfigGrid.single(spec), device)
-    spec_json = spec.model_dump(mode="json")
+    outcome = train_pack([spec], [Path(out_dir)], OneJob(callbacks or NoCallbacks()), data_dir=data_dir,
+                         dataset_path=dataset_path, data=data, spec_hashes=[spec_hash])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    assert outcome is not None  # a pack of one is never dropped: OneJob never asks for it
+    return outcome
 
-    start = 0
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is not None:
-        if ckpt.meta.get("spec") != spec_json:
-            raise CheckpointError(f"{ckpt.path.name} belongs to a different spec; use an empty output directory")
-        learner.load_state_tensors(ckpt.tensors)
-        start = ckpt.step
-    log = MetricsLog(out_dir / "metrics.jsonl", start if ckpt is not None else None)
-    total = learner.total_steps
-    history: list[dict[str, float]] = []
-    last: dict[str, float] = {}
-    jacobian_every = spec.jacobian_every
 
-    by_epochs = spec.optim.epochs is not None
-    per_epoch = learner.steps_per_epoch
+def train_pack(specs: Sequence[JobSpec], out_dirs: Sequence[Path] | None,
+               callbacks: PackCallbacks | None = None, *, data_dir: Path | None = None,
+               dataset_path: Path | None = None, data: Dataset | None = None,
+               spec_hashes: Sequence[str | None] | None = None) -> list[Outcome | None]:
+    """Train configs that share one program (equal trainer.packing.pack_key) together; return each one's outcome:
+    its TrainResult, the error that ended it alone (TrainingDiverged, CheckpointError), or None when the callbacks
+    dropped it. out_dirs None: nothing is written (no checkpoints, no resume). spec_hashes (trainer/fingerprint.py),
+    one per config, are written into the configs' checkpoint metadata.
 
-    def due(step: int) -> bool:
+    Errors that concern the whole pack (its data, its device) are raised.
+    """
+    if not specs:
+        return []
+    if out_dirs is not None and len(out_dirs) != len(specs):
+        raise ValueError(f"out_dirs: {len(out_dirs)} directories for {len(specs)} configs")
+    keys = {pack_key(s) for s in specs}
+    if len(specs) > 1 and (None in keys or len(keys) > 1):
+        raise ValueError("specs: these configs cannot train as one program (their trainer.packing.pack_key differs)")
+    device = resolve_device(specs[0].device)
+    data = data if data is not None else load_data(specs[0].data, data_dir=data_dir, dataset_path=dataset_path)
+    dirs: Sequence[Path | None] = out_dirs if out_dirs is not None else [None] * len(specs)
+    hashes: Sequence[str | None] = spec_hashes if spec_hashes is not None else [None] * len(specs)
+    runs = [_Run(i, spec, None if d is None else Path(d), spec_hash=h)
+            for i, (spec, d, h) in enumerate(zip(specs, dirs, hashes, strict=True))]
+    return _Pack(runs, data, device, callbacks or NoPackCallbacks()).run()
+
+
+@dataclass(eq=False)
+class _Run:
+    """One config's side of a pack: its spec, directory, resume point and what it has recorded."""
+
+    index: int
+    spec: JobSpec
+    out_dir: Path | None
+    spec_hash: str | None = None
+    start: int = 0
+    checkpoint: Checkpoint | None = None
+    path: Path | None = None  # the latest checkpoint
+    saved_step: int | None = None  # its step
+    log: MetricsLog | None = None
+    last: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.spec_json = self.spec.model_dump(mode="json")
+
+    def resume(self) -> None:
+        """Find the newest valid checkpoint in the run directory (CheckpointError when none verifies)."""
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is not None:
+            if ckpt.meta.get("spec") != self.spec_json:
+                raise CheckpointError(f"{ckpt.path.name} belongs to a different spec; use an empty output directory")
+            self.checkpoint, self.start, self.path, self.saved_step = ckpt, ckpt.step, ckpt.path, ckpt.step
+            self.last = dict(ckpt.meta.get("metrics") or {})
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl", self.start if ckpt is not None else None)
+
+    def result(self, status: str, step: int, total: int) -> TrainResult:
+        return TrainResult("completed" if status == "completed" else "stopped", step, total, self.last, self.path,
+                           self.history)
+
+
+class _Pack:
+    def __init__(self, runs: list[_Run], data: Dataset, device: torch.device, callbacks: PackCallbacks) -> None:
+        self.runs, self.data, self.device, self.callbacks = runs, data, device, callbacks
+        self.shape = DataShape(data.n_train, data.n_test, data.input_shape, data.output_dim, data.task)
+        self.outcomes: dict[int, Outcome | None] = {}  # None: dropped
+        self.waiting: set[int] = set()  # configs of groups that have not started training
+        self.total = 0
+        first = runs[0].spec
+        self.metrics_every, self.checkpoint_every = first.metrics_every, first.checkpoint_every
+        self.jacobian_every, self.by_epochs = first.jacobian_every, first.optim.epochs is not None
+        self.per_epoch = 1
+
+    # --------------------------------------------------------------------------------------------- driving
+    def run(self) -> list[Outcome | None]:
+        for run in self.runs:
+            try:
+                run.resume()
+            except CheckpointError as exc:
+                self.end(run, exc)
+        live = [r for r in self.runs if r.index not in self.outcomes]
+        self.waiting = {r.index for r in live}
+        started = False
+        for start in sorted({r.start for r in live}):
+            group = [r for r in live if r.start == start and r.index in self.waiting]
+            self.waiting -= {r.index for r in group}
+            if not group:
+                continue
+            learner = make_learner(group[0].spec, self.data, ConfigGrid.of([r.spec for r in group]), self.device)
+            if not started:
+                self.total, self.per_epoch = learner.total_steps, learner.steps_per_epoch
+                self.callbacks.on_start(self.total, [r.start for r in self.runs])
+                started = True
+            self.train_group(learner, group)
+        return [self.outcomes.get(r.index) for r in self.runs]
+
+    def train_group(self, learner: Learner, group: list[_Run]) -> None:
+        """Train configs that resume from the same step to the end (or until each one leaves)."""
+        for pos, run in enumerate(group):
+            try:
+                if run.checkpoint is not None:
+                    learner.load_state_tensors(run.checkpoint.tensors, pos)
+            except CheckpointError as exc:
+                self.end(run, exc)
+            run.checkpoint = None  # loaded: free the tensors
+        active = self.shrink(learner, group)
+        start, total = group[0].start, self.total
+        if not active:
+            return
+        if start >= total:  # resumed finished runs: nothing left but to report them
+            for run in active:
+                self.end(run, run.result("completed", run.start, total))
+            return
+        if start == 0:
+            active = self.record(learner, active, 0)
+        next_poll = time.monotonic() + STOP_POLL_SECONDS
+        step = start
+        while step < total and active:
+            learner.step(step)
+            step += 1
+            if self.due(step):
+                active = self.record(learner, active, step)
+            if step == total or not active:
+                break
+            if self.checkpoint_every and step % self.checkpoint_every == 0:
+                self.checkpoint(learner, active, step, final=False)
+            if self.due(step) or time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + STOP_POLL_SECONDS
+                active = self.poll(learner, active, step)
+        if active and step == total:
+            self.checkpoint(learner, active, total, final=True)
+            for run in active:
+                self.end(run, run.result("completed", total, total))
+
+    def due(self, step: int) -> bool:
         # Every metrics_every steps, at the end, and (when training by epochs) at the end of every epoch.
-        return step % spec.metrics_every == 0 or step == total or (by_epochs and step % per_epoch == 0)
+        return (step % self.metrics_every == 0 or step == self.total
+                or (self.by_epochs and step % self.per_epoch == 0))
 
-    def record(step: int) -> dict[str, float]:
-        with_jacobian = step == total or (jacobian_every is not None and step % jacobian_every == 0)
-        values = _floats(learner.evaluate(jacobian=with_jacobian))
-        if not math.isfinite(values["train_loss"]):
-            raise TrainingDiverged(step, values["train_loss"])
-        if by_epochs:
-            values["epoch"] = step / per_epoch
-        entry = {"step": step, **values}
-        log.append(entry)
-        history.append(entry)
-        callbacks.on_metrics(step, values)
-        return values
+    # ---------------------------------------------------------------------------------------- what a step does
+    def record(self, learner: Learner, active: list[_Run], step: int,
+               only: Sequence[_Run] | None = None) -> list[_Run]:
+        """Evaluate and record the metrics of `only` (default: every active config); a config whose training loss
+        is no longer finite ends TrainingDiverged, alone. Returns the configs still active."""
+        with_jacobian = step == self.total or (self.jacobian_every is not None and step % self.jacobian_every == 0)
+        values = per_config(learner.evaluate(jacobian=with_jacobian))
+        recorded: dict[int, dict[str, float]] = {}
+        diverged: list[tuple[_Run, float]] = []
+        for run, metrics in zip(active, values, strict=True):
+            if only is not None and run not in only:
+                continue
+            if not math.isfinite(metrics["train_loss"]):
+                diverged.append((run, metrics["train_loss"]))
+                continue
+            if self.by_epochs:
+                metrics["epoch"] = step / self.per_epoch
+            entry = {"step": step, **metrics}
+            if run.log is not None:
+                run.log.append(entry)
+            run.history.append(entry)
+            run.last = metrics
+            recorded[run.index] = metrics
+        if recorded:
+            self.callbacks.on_metrics(step, recorded)
+        for run, loss in diverged:
+            self.end(run, TrainingDiverged(step, loss))
+        return self.shrink(learner, active)
 
-    def checkpoint(step: int, final: bool) -> Path:
-        tensors = {**learner.state_tensors(), "x_mean": data.x_mean, "x_std": data.x_std}
-        meta: dict[str, Any] = {"spec": spec_json, "spec_hash": spec_hash, "total_steps": total, "final": final,
-                                "metrics": last}
-        if final:
-            meta.update({f"final_{k}": v for k, v in last.items()})
-        path, full = save_checkpoint(out_dir, step, tensors, meta)
-        callbacks.on_checkpoint(step, path, full)
-        return path
+    def checkpoint(self, learner: Learner, active: list[_Run], step: int, *, final: bool,
+                   only: Sequence[_Run] | None = None) -> None:
+        saved: dict[int, tuple[Path, dict[str, Any]]] = {}
+        for pos, run in enumerate(active):
+            if run.out_dir is None or (only is not None and run not in only):
+                continue
+            tensors = {**learner.state_tensors(pos), "x_mean": self.data.x_mean, "x_std": self.data.x_std}
+            meta: dict[str, Any] = {"spec": run.spec_json, "spec_hash": run.spec_hash, "total_steps": self.total,
+                                    "final": final, "metrics": run.last}
+            if final:
+                meta.update({f"final_{k}": v for k, v in run.last.items()})
+            run.path, full = save_checkpoint(run.out_dir, step, tensors, meta)
+            run.saved_step = step
+            saved[run.index] = (run.path, full)
+        if saved:
+            self.callbacks.on_checkpoints(step, saved)
 
-    callbacks.on_start(total, start)
-    if start == 0:
-        last = record(0)
-    elif ckpt is not None:
-        last = dict(ckpt.meta.get("metrics") or {})
-    shape = DataShape(data.n_train, data.n_test, data.input_shape, data.output_dim, data.task)
-    if start >= total:  # resumed a finished run: nothing left but to report it
-        return TrainResult("completed", start, total, last, ckpt.path if ckpt else None, history, shape)
+    def poll(self, learner: Learner, active: list[_Run], step: int) -> list[_Run]:
+        """Ask the callbacks which configs to stop or drop; stopped ones are recorded and checkpointed first."""
+        asked = self.callbacks.poll()
+        for run in self.runs:
+            if run.index in asked.drop and run.index not in self.outcomes:
+                self.outcomes[run.index] = None
+                self.waiting.discard(run.index)
+            elif run.index in asked.stop and run.index in self.waiting:  # stopped before its group trained
+                self.waiting.discard(run.index)
+                self.end(run, run.result("stopped", run.start, self.total))
+        active = self.shrink(learner, active)
+        stopping = [run for run in active if run.index in asked.stop]
+        if stopping:
+            if not self.due(step):
+                active = self.record(learner, active, step, only=stopping)
+                stopping = [run for run in stopping if run in active]
+            # A checkpoint written at this very step (checkpoint_every) already holds this state.
+            self.checkpoint(learner, active, step, final=False,
+                            only=[run for run in stopping if run.saved_step != step])
+            for run in stopping:
+                self.end(run, run.result("stopped", step, self.total))
+        return self.shrink(learner, active)
 
-    next_poll = time.monotonic() + STOP_POLL_SECONDS
-    step = start
-    while step < total:
-        learner.step(step)
-        step += 1
-        if due(step):
-            last = record(step)
-        if step == total:
-            break
-        if spec.checkpoint_every and step % spec.checkpoint_every == 0:
-            checkpoint(step, final=False)
-        if due(step) or time.monotonic() >= next_poll:
-            next_poll = time.monotonic() + STOP_POLL_SECONDS
-            if callbacks.should_stop():
-                if not due(step):
-                    last = record(step)
-                path = checkpoint(step, final=False)
-                return TrainResult("stopped", step, total, last, path, history, shape)
-    path = checkpoint(total, final=True)
-    return TrainResult("completed", total, total, last, path, history, shape)
+    # -------------------------------------------------------------------------------------------- leaving
+    def end(self, run: _Run, outcome: Outcome) -> None:
+        if isinstance(outcome, TrainResult):
+            outcome.data_shape = self.shape
+        self.outcomes[run.index] = outcome
+        self.callbacks.on_end(run.index, outcome)
+
+    def shrink(self, learner: Learner, active: list[_Run]) -> list[_Run]:
+        """Take the configs that ended (or were dropped) out of the learner; the rest go on."""
+        keep = [pos for pos, run in enumerate(active) if run.index not in self.outcomes]
+        if len(keep) < len(active) and keep:
+            assert isinstance(learner, ShallowLearner)  # only packs (shallow) have more than one config
+            learner.keep_configs(keep)
+        return [active[pos] for pos in keep]

@@ -240,11 +240,13 @@ class JobSpec(StrictModel):
         if self.regime == "constrained":
             # The pairwise net (9) splits the paired layer into halves (v, -v).
             if isinstance(m, ShallowModel) and m.width % 2:
-                raise ValueError(f"model.width: the constrained regime pairs neurons, so {m.width} must be even")
+                raise ValueError(f"model.width: {m.width} must be even in the constrained regime (it pairs neurons)")
             if isinstance(m, MLPModel) and m.hidden[-1] % 2:
-                raise ValueError(f"model.hidden: the constrained regime pairs the last layer, {m.hidden[-1]} is odd")
+                raise ValueError(f"model.hidden: {m.hidden[-1]} must be even in the constrained regime (it pairs "
+                                 "the last layer)")
             if isinstance(m, ResNet18Model) and m.block4_width % 2:
-                raise ValueError("model.block4_width: the constrained regime pairs channels, so it must be even")
+                raise ValueError(f"model.block4_width: {m.block4_width} must be even in the constrained regime "
+                                 "(it pairs channels)")
         if (self.constraint.zeta is not None or self.constraint.gamma is not None) and self.regime != "constrained":
             raise ValueError("constraint.zeta: zeta and gamma bound the pairwise outer layer (constrained regime only)")
         if isinstance(m, ResNet18Model):

@@ -1,112 +1,98 @@
-"""Sweeps: a grid over learning rates, radii and seeds trained as ONE vectorized program.
+"""Sweeps on one machine: a sweep file's configs (trainer/grid.py) trained pack by pack (trainer/packing.py), each
+pack ONE vectorized program (trainer.loop.train_pack): the grid is the leading config dimension of every tensor,
+so 49 learning-rate pairs cost one batched matmul per layer per step instead of 49 Python-level training loops.
 
-The grid becomes the leading config dimension of every tensor (trainer/shallow/learner.py), so 49 learning-rate pairs
-cost one batched matmul per layer per step instead of 49 Python-level training loops.
+The service runs the same packs (a Celery task per pack), so a grid gives the same numbers here and there.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import torch
-from pydantic import Field, model_validator
-
+from trainer.callbacks import NoPackCallbacks
 from trainer.data import Dataset, load_data
-from trainer.loop import _floats, resolve_device
-from trainer.shallow.learner import ConfigGrid, ShallowLearner
-from trainer.spec import JobSpec, LearningRate, PositiveFinite, Seed, ShallowModel, StrictModel
-
-MAX_CONFIGS = 4096
-# Configs are run in chunks so that one chunk's (C, n, m) activations stay around this many floats.
-CHUNK_ELEMENTS = 16_000_000
+from trainer.grid import GridConfig, SweepFile, expand
+from trainer.loop import TrainResult, train_pack
+from trainer.packing import plan_packs
+from trainer.spec import JobSpec
 
 
-class SweepSpec(StrictModel):
-    """A base job and the values to sweep; an absent list keeps the base job's value."""
+@dataclass
+class ConfigResult:
+    """One config's outcome, in the shape of a row of GET /v1/sweeps/{id}/results (less the job id)."""
 
-    base: JobSpec
-    lr_hidden: list[LearningRate] | None = Field(default=None, min_length=1, max_length=64)
-    lr_outer: list[LearningRate] | None = Field(default=None, min_length=1, max_length=64)
-    radius: list[Annotated[PositiveFinite | None, Field()]] | None = Field(default=None, min_length=1, max_length=64)
-    seed: list[Seed] | None = Field(default=None, min_length=1, max_length=256)
+    index: int
+    params: dict[str, Any]
+    status: str  # "succeeded" | "failed"
+    final_metrics: dict[str, float] | None
+    error: str | None
+    history: list[dict[str, float]] = field(default_factory=list)  # every recorded step, failed configs too
 
-    @model_validator(mode="after")
-    def _check(self) -> SweepSpec:
-        if not isinstance(self.base.model, ShallowModel):
-            raise ValueError("base.model.arch: sweeps are vectorized for arch 'shallow' only")
-        if len(self.configs()) > MAX_CONFIGS:
-            raise ValueError(f"lr_hidden: the grid has {len(self.configs())} configs, more than {MAX_CONFIGS}")
-        return self
+    def row(self) -> dict[str, Any]:
+        # JSON has no NaN or Infinity: a non-finite metric is null, as the service answers it.
+        final = None if self.final_metrics is None else {
+            k: (v if math.isfinite(v) else None) for k, v in self.final_metrics.items()}
+        return {"index": self.index, "params": self.params, "status": self.status, "final_metrics": final,
+                "error": self.error}
 
-    def configs(self) -> list[tuple[float, float, float, int]]:
-        """(lr_hidden, lr_outer, radius, seed) for every grid point, in a fixed order."""
-        b = self.base
-        radii = [math.inf if r is None else r for r in self.radius] if self.radius else [b.radius]
-        return list(itertools.product(self.lr_hidden or [b.optim.hidden_lr], self.lr_outer or [b.optim.outer_lr],
-                                      radii, self.seed or [b.seed]))
 
-    def config_spec(self, index: int) -> JobSpec:
-        """The single job equivalent to grid point `index`."""
-        lr_h, lr_o, r, seed = self.configs()[index]
-        optim = self.base.optim.model_copy(update={"lr": None, "lr_hidden": lr_h, "lr_outer": lr_o})
-        constraint = self.base.constraint.model_copy(update={"radius": None if math.isinf(r) else r})
-        return self.base.model_copy(update={"optim": optim, "constraint": constraint, "seed": seed})
+@dataclass
+class PackTiming:
+    configs: list[int]  # config indices
+    seconds: float
 
 
 @dataclass
 class SweepResult:
-    configs: list[tuple[float, float, float, int]]
-    final: list[dict[str, float]]  # per config: metrics at the last step
-    best_train_loss: list[float]  # per config: lowest recorded training loss (NaN-safe: inf when diverged)
-    history: list[list[dict[str, float]]]  # per config: every recorded step
-    weights: list[torch.Tensor]  # per config: final W (kept for checks and reuse)
+    sweep: SweepFile
+    configs: list[GridConfig]
+    results: list[ConfigResult]
+    packs: list[PackTiming]
 
 
-def _chunk_size(sweep: SweepSpec, data: Dataset) -> int:
-    model = sweep.base.model
-    if not isinstance(model, ShallowModel):
-        raise TypeError("sweeps are vectorized for arch 'shallow' only")
-    width = model.width
-    rows = sweep.base.optim.batch_size or data.n_train
-    return max(1, CHUNK_ELEMENTS // max(1, rows * width))
+class _History(NoPackCallbacks):
+    """Keeps every recorded point of every config, including those of configs that diverge later."""
+
+    def __init__(self, n: int) -> None:
+        self.points: list[list[dict[str, float]]] = [[] for _ in range(n)]
+
+    def on_metrics(self, step: int, metrics: Mapping[int, dict[str, float]]) -> None:
+        for config, values in metrics.items():
+            self.points[config].append({"step": step, **values})
 
 
-def run_sweep(sweep: SweepSpec, *, data: Dataset | None = None, device: torch.device | None = None,
-              on_chunk: Callable[[int, int], None] | None = None) -> SweepResult:
-    base = sweep.base
-    data = data if data is not None else load_data(base.data)
-    device = device or resolve_device(base.device)
-    configs = sweep.configs()
-    size = _chunk_size(sweep, data)
-    result = SweepResult(configs, [], [], [], [])
-    for start in range(0, len(configs), size):
-        chunk = configs[start:start + size]
-        grid = ConfigGrid([c[0] for c in chunk], [c[1] for c in chunk], [c[2] for c in chunk], [c[3] for c in chunk])
-        learner = ShallowLearner(base, data, grid, device)
-        records: list[dict[str, torch.Tensor]] = [dict(learner.evaluate(), step=torch.zeros(len(grid)))]
-        for step in range(learner.total_steps):
-            learner.step(step)
-            done = step + 1
-            if done % base.metrics_every == 0 or done == learner.total_steps:
-                final = done == learner.total_steps
-                records.append(dict(learner.evaluate(jacobian=final), step=torch.full((len(grid),), done)))
-        _collect(result, records, learner)
-        if on_chunk:
-            on_chunk(start + len(chunk), len(configs))
-    return result
+def run_sweep(sweep: SweepFile, *, data_dir: Path | None = None,
+              on_pack: Callable[[int, int], None] | None = None) -> SweepResult:
+    """Train every config of the sweep; on_pack(configs done, configs in all) after each pack."""
+    configs = expand(sweep)
+    datasets: dict[str, Dataset] = {}  # packs of one data spec load it once
 
+    def data_for(spec: JobSpec) -> Dataset:
+        key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
+        if key not in datasets:
+            datasets[key] = load_data(spec.data, data_dir=data_dir)
+        return datasets[key]
 
-def _collect(result: SweepResult, records: list[dict[str, torch.Tensor]], learner: ShallowLearner) -> None:
-    for c in range(len(learner.grid)):
-        per_step = [_floats({k: t[c] for k, t in rec.items()}) for rec in records]
-        for entry in per_step:
-            entry["step"] = int(entry["step"])
-        losses = [e["train_loss"] if math.isfinite(e["train_loss"]) else math.inf for e in per_step]
-        result.history.append(per_step)
-        result.final.append(per_step[-1])
-        result.best_train_loss.append(min(losses))
-        result.weights.append(learner.W[c].cpu())
+    results: list[ConfigResult | None] = [None] * len(configs)
+    timings: list[PackTiming] = []
+    for pack in plan_packs([c.spec for c in configs]):
+        specs = [configs[i].spec for i in pack]
+        started = time.perf_counter()
+        history = _History(len(pack))
+        outcomes = train_pack(specs, None, history, data=data_for(specs[0]))
+        timings.append(PackTiming(pack, time.perf_counter() - started))
+        for i, outcome, points in zip(pack, outcomes, history.points, strict=True):
+            if isinstance(outcome, TrainResult):
+                results[i] = ConfigResult(i, configs[i].params, "succeeded", outcome.final_metrics, None, points)
+            else:
+                error = f"{type(outcome).__name__}: {outcome}"
+                results[i] = ConfigResult(i, configs[i].params, "failed", None, error, points)
+        if on_pack:
+            on_pack(sum(len(t.configs) for t in timings), len(configs))
+    return SweepResult(sweep, configs, [r for r in results if r is not None], timings)

@@ -56,9 +56,12 @@ class JobStore:
         return with_retries(write, what=f"job {self.job.id} attempt {self.job.attempt}: {what}",
                             budget_seconds=self.lease_seconds)
 
-    def _fenced_update(self, session: Session, **values: Any) -> None:
-        if not repo.fenced_update(session, self.job.id, self.job.attempt, **values):
+    def _fenced(self, held: bool) -> None:
+        if not held:
             raise LeaseLost(f"job {self.job.id}: attempt {self.job.attempt} no longer holds the job")
+
+    def _fenced_update(self, session: Session, **values: Any) -> None:
+        self._fenced(repo.fenced_update(session, self.job.id, self.job.attempt, **values))
 
     def _lease(self) -> dict[str, Any]:
         return {"lease_expires_at": utcnow() + timedelta(seconds=self.lease_seconds)}
@@ -103,11 +106,35 @@ class JobStore:
             self._published[(step, sha256)] = key
         return self._published[(step, sha256)]
 
+    # Writes inside a caller's transaction (a pack batches all its jobs' writes into one): False = lease lost,
+    # and nothing of this job was written.
+    def write_heartbeat(self, session: Session) -> bool:
+        return repo.fenced_update(session, self.job.id, self.job.attempt, **self._lease())
+
+    def write_metrics(self, session: Session, points: list[tuple[int, dict[str, Any]]], *,
+                      total_steps: int | None) -> bool:
+        """Progress on the job row, then the points, at most once per step."""
+        step, latest = points[-1]
+        progress: dict[str, Any] = {"step": step, "latest_metrics": finite_or_none(latest)}
+        if total_steps is not None:
+            progress["total_steps"] = total_steps
+        if not repo.fenced_update(session, self.job.id, self.job.attempt, **progress, **self._lease()):
+            return False
+        repo.insert_metric_points(session, self.job.id, self.job.attempt, points)
+        return True
+
+    def write_checkpoint(self, session: Session, step: int, path: Path, sha256: str) -> bool:
+        if not self.write_heartbeat(session):
+            return False
+        self._checkpoint_row(session, step, path, sha256, final=False)
+        return True
+
+    # Writes in a transaction of their own, retried; LeaseLost when the lease is lost.
     def heartbeat(self) -> bool:
         """Renew the lease; return whether a cancel was requested."""
         def write() -> bool:
             with self.sessions.begin() as session:
-                self._fenced_update(session, **self._lease())
+                self._fenced(self.write_heartbeat(session))
                 return repo.cancel_requested(session, self.job.id)
 
         return self._retrying("heartbeat", write)
@@ -116,15 +143,10 @@ class JobStore:
         """One transaction per batch: progress on the job row, then the points, at most once per step."""
         if not points:
             return
-        step, latest = points[-1]
-        progress: dict[str, Any] = {"step": step, "latest_metrics": finite_or_none(latest)}
-        if total_steps is not None:
-            progress["total_steps"] = total_steps
 
         def write() -> None:
             with self.sessions.begin() as session:
-                self._fenced_update(session, **progress, **self._lease())
-                repo.insert_metric_points(session, self.job.id, self.job.attempt, points)
+                self._fenced(self.write_metrics(session, points, total_steps=total_steps))
 
         self._retrying("record metrics", write)
 
@@ -139,13 +161,13 @@ class JobStore:
 
         def write() -> None:
             with self.sessions.begin() as session:
-                self._fenced_update(session, **self._lease())
-                self._checkpoint_row(session, step, path, sha256, final=False)
+                self._fenced(self.write_checkpoint(session, step, path, sha256))
 
         self._retrying("record a checkpoint", write)
-        self._prune(key)
+        self.prune_older(key)
 
-    def _prune(self, recorded: str) -> None:
+    def prune_older(self, recorded: str) -> None:
+        """Drop the store's copies of checkpoints older than the newest kept ones, now that `recorded` has its row."""
         try:
             self._kept = self.files.prune([*self._kept, recorded])
         except StoreUnavailable as exc:  # the next checkpoint, or the next attempt, deletes them

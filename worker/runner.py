@@ -81,7 +81,7 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     claimed = time.monotonic()
     try:
         spec = JobSpec.model_validate(job.spec)
-        dataset_path = store.dataset_path(_dataset_id(spec.data)) if isinstance(spec.data, DatasetRef) else None
+        dataset_path = store.dataset_path(dataset_id(spec.data)) if isinstance(spec.data, DatasetRef) else None
         progress = JobProgress(store, flush_every=settings.metrics_flush_every,
                                total_steps=spec.optim.iterations)
         # The trainer resumes from the checkpoint in this directory when a previous attempt recorded one.
@@ -96,11 +96,11 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         log.exception("job %s attempt %d failed", job.id, job.attempt)
         if progress is not None:
             _flush_quietly(progress)
-        return _record_failure(job, store, exc, settings.max_attempts)
+        return record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
-                     final_metrics=result.final_metrics, final_checkpoint=_final_checkpoint(result))
+                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result))
         record_throughput(store.sessions, job.id, spec, result, timing)
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
@@ -108,14 +108,14 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
     return JobStatus.CANCELLED
 
 
-def _dataset_id(ref: DatasetRef) -> str:
+def dataset_id(ref: DatasetRef) -> str:
     # The API stores the id it resolved a name to; a spec without one never passed through the API.
     if ref.id is None:
         raise LookupError(f"data.id: the job names dataset {ref.name!r} but carries no resolved id")
     return ref.id
 
 
-def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
+def record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attempts: int) -> JobStatus:
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, PERMANENT_FAILURES):
         store.finish(JobStatus.FAILED, error=reason)
@@ -128,7 +128,7 @@ def _record_failure(job: ClaimedJob, store: JobStore, exc: Exception, max_attemp
     return JobStatus.QUEUED
 
 
-def _final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
+def final_checkpoint(result: TrainResult) -> tuple[int, Path, str] | None:
     # Read from the checkpoint's own metadata: a resumed, already finished run reports it without a callback.
     if result.checkpoint is None:
         return None

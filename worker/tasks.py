@@ -12,9 +12,10 @@ from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from core.artifacts.store import get_artifact_store
 from core.db.session import get_engine, get_sessionmaker
-from core.queue import TASK_NAME
+from core.queue import PACK_TASK_NAME, TASK_NAME
 from core.settings import get_settings
 from worker.celery_app import celery_app
+from worker.pack_runner import run_pack
 from worker.runner import run_job
 
 log = logging.getLogger(__name__)
@@ -59,3 +60,13 @@ def run_job_task(self: Task, job_id: str) -> str | None:
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
     status = run_job(job_id, worker_id=worker_id)
     return None if status is None else status.value
+
+
+@celery_app.task(name=PACK_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_pack_task(self: Task, job_ids: list[str]) -> dict[str, str | None]:
+    if not isinstance(job_ids, list) or not all(isinstance(i, str) for i in job_ids):
+        log.error("run_pack: expected a list of job ids, got %r; ignored", job_ids)
+        return {}
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
+    statuses = run_pack(job_ids, worker_id=worker_id)
+    return {job_id: None if status is None else status.value for job_id, status in statuses.items()}

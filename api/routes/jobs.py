@@ -83,11 +83,14 @@ def list_jobs(
     spec_hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$",
                                            description="jobs whose result would be the same (see JobOut.spec_hash)")
                          ] = None,
+    sweep_id: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                          description="the configs of one sweep")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobPage:
-    """Your jobs, newest first, filtered by status, regime, name, id prefix and spec_hash."""
-    filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash)
+    """Your jobs, newest first, filtered by status, regime, name, id prefix, spec_hash and sweep."""
+    filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash,
+                         sweep_id=sweep_id)
     rows, total = jobs.list_jobs(session, key, filters, limit=limit, offset=offset)
     now = utcnow()
     return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)

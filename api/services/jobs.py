@@ -41,26 +41,38 @@ class Submission:
     reused: bool = False  # an earlier succeeded job with the same spec_hash (Reuse: succeeded)
 
 
+def data_source_errors(session: Session, owner: ApiKey, spec: JobSpec) -> list[tuple[str, str]]:
+    """What is wrong with where a spec's data comes from, as (field, reason) relative to the spec."""
+    return _resolved(session, owner, spec)[1]
+
+
 def resolve_data_source(session: Session, owner: ApiKey, spec: JobSpec) -> JobSpec:
     """The spec as it will run: an uploaded dataset named by `name` gets the id of the owner's newest dataset
     of that name (so the job keeps training on those bytes whatever is uploaded later); 422 when there is none."""
+    resolved, errors = _resolved(session, owner, spec)
+    if errors:
+        raise InvalidInput(errors)
+    return resolved
+
+
+def _resolved(session: Session, owner: ApiKey, spec: JobSpec) -> tuple[JobSpec, list[tuple[str, str]]]:
     data = spec.data
     if isinstance(data, NpzData):
-        raise InvalidInput([("data.source", "'npz' reads a path on the machine that runs it, which only the "
-                             "command line may do; upload the file with POST /v1/datasets (or `narrownet "
-                             "datasets upload FILE --name NAME`) and use {\"source\": \"dataset\", \"name\": NAME}")])
+        return spec, [("data.source", "'npz' reads a path on the machine that runs it, which only the command line "
+                       "may do; upload the file with POST /v1/datasets (or `narrownet datasets upload FILE --name "
+                       "NAME`) and use {\"source\": \"dataset\", \"name\": NAME}")]
     if not isinstance(data, DatasetRef):
-        return spec
+        return spec, []
     if data.id is not None:
         if datasets_repo.get_owned(session, owner.id, data.id) is None:
-            raise InvalidInput([("data.id", f"no dataset with id {data.id!r}; `narrownet datasets list` shows "
-                                 "yours, or upload one with POST /v1/datasets")])
-        return spec
+            return spec, [("data.id", f"no dataset with id {data.id!r}; `narrownet datasets list` shows yours, or "
+                           "upload one with POST /v1/datasets")]
+        return spec, []
     found = datasets_repo.newest_named(session, owner.id, str(data.name))
     if found is None:
-        raise InvalidInput([("data.name", f"no dataset named {data.name!r}; upload one with `narrownet datasets "
-                             f"upload FILE --name {data.name}` (or POST /v1/datasets)")])
-    return spec.model_copy(update={"data": data.model_copy(update={"id": found.id})})
+        return spec, [("data.name", f"no dataset named {data.name!r}; upload one with `narrownet datasets upload "
+                       f"FILE --name {data.name}` (or POST /v1/datasets)")]
+    return spec.model_copy(update={"data": data.model_copy(update={"id": found.id})}), []
 
 
 def _replay(existing: Job, digest: str, key: str) -> Submission:

@@ -89,6 +89,30 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Sweep(Base):
+    """A grid of configs submitted as one (POST /v1/sweeps); each config is a job row carrying sweep_id."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_sweeps_owner_idempotency"),
+        Index("ix_sweeps_owner_created", "owner_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the sweep file: name, base, grid, objective
+    axes: Mapped[list[str]] = mapped_column(JSON)  # the grid's dotted paths, in the grid's order
+    n_configs: Mapped[int] = mapped_column(Integer)
+    objective_metric: Mapped[str] = mapped_column(String(32))
+    objective_mode: Mapped[str] = mapped_column(String(8))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -124,6 +148,12 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    # A sweep's config: its sweep, its position in the grid, its grid values and the pack it trains in.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), nullable=True, index=True)
+    sweep_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pack_id: Mapped[str | None] = mapped_column(String(48), nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -184,5 +214,5 @@ class ThroughputSample(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-__all__ = ["Base", "ApiKey", "Dataset", "Job", "JobStatus", "MetricPoint", "Checkpoint", "ThroughputSample", "utcnow",
-           "new_id"]
+__all__ = ["Base", "ApiKey", "Dataset", "Sweep", "Job", "JobStatus", "MetricPoint", "Checkpoint", "ThroughputSample",
+           "utcnow", "new_id"]

@@ -31,6 +31,42 @@ class JobFilters:
     name: str | None = None
     id_prefix: str | None = None
     spec_hash: str | None = None
+    sweep_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What sending a job again needs: its queue, and its pack (a sweep's configs that train together)."""
+
+    id: str
+    queue: str
+    pack_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfigRow:
+    """One config of a sweep, as the sweep's status, results and summary read it."""
+
+    id: str
+    sweep_index: int
+    params: dict[str, Any]
+    status: JobStatus
+    step: int
+    total_steps: int | None
+    latest_metrics: dict[str, Any] | None
+    final_metrics: dict[str, Any] | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass
+class SweepTally:
+    """A sweep's configs counted by status, and the steps done out of all by its unfinished (queued, running) ones."""
+
+    counts: dict[JobStatus, int]
+    active_steps: int
+    active_total_steps: int
 
 
 @dataclass(frozen=True)
@@ -77,24 +113,39 @@ def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | N
 
 
 def count_queued(session: Session, owner_id: str) -> int:
+    """Queued jobs of the owner that are not sweep configs (those have their own cap: count_queued_sweep_configs)."""
     return session.scalar(
-        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED)
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED,
+                                                    Job.sweep_id.is_(None))
     ) or 0
 
 
-def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float) -> int:
-    """The owner's queued jobs, counted under a lock held until the transaction ends.
+def count_queued_sweep_configs(session: Session, owner_id: str) -> int:
+    """Queued configs of all the owner's sweeps."""
+    return session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED,
+                                                    Job.sweep_id.is_not(None))
+    ) or 0
+
+
+def lock_owner_queue(session: Session, owner_id: str, *, wait_seconds: float) -> None:
+    """Take the owner's queue lock, held until the transaction ends.
 
     Concurrent submissions of one owner take turns from here to their commit, so none of them counts before
-    another's insert is visible: a per-user cap checked against this count holds. PostgreSQL: the owner's
-    api_keys row FOR NO KEY UPDATE (it excludes its like, not the key-share locks of inserts that reference
-    the row), waited for at most `wait_seconds` (then lock_not_available, a 503 database_busy). SQLite: the
-    database's write lock (BEGIN IMMEDIATE), whose wait the engine bounds.
+    another's insert is visible: a per-user cap checked against a count made under it holds. PostgreSQL: the
+    owner's api_keys row FOR NO KEY UPDATE (it excludes its like, not the key-share locks of inserts that
+    reference the row), waited for at most `wait_seconds` (then lock_not_available, a 503 database_busy). SQLite:
+    the database's write lock (BEGIN IMMEDIATE), whose wait the engine bounds.
     """
     begin_write(session)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"SET LOCAL lock_timeout = {max(1, int(wait_seconds * 1000))}"))
         session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update(key_share=True))
+
+
+def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float) -> int:
+    """The owner's queued jobs (not sweep configs), counted under the owner's queue lock."""
+    lock_owner_queue(session, owner_id, wait_seconds=wait_seconds)
     return count_queued(session, owner_id)
 
 
@@ -133,6 +184,8 @@ def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
         stmt = stmt.where(Job.id.startswith(filters.id_prefix, autoescape=True))
     if filters.spec_hash is not None:
         stmt = stmt.where(Job.spec_hash == filters.spec_hash)
+    if filters.sweep_id is not None:
+        stmt = stmt.where(Job.sweep_id == filters.sweep_id)
     return stmt
 
 
@@ -166,6 +219,41 @@ def metric_points(session: Session, job_id: str, *, since_step: int | None, ever
     return [(r.step, r.values) for r in session.execute(kept.order_by(series.c.step).limit(limit))]
 
 
+def sweep_configs(session: Session, sweep_id: str) -> list[SweepConfigRow]:
+    """Every config of a sweep, in grid order."""
+    rows = session.execute(
+        select(Job.id, Job.sweep_index, Job.params, Job.status, Job.step, Job.total_steps, Job.latest_metrics,
+               Job.final_metrics, Job.error, Job.started_at, Job.finished_at)
+        .where(Job.sweep_id == sweep_id).order_by(Job.sweep_index)
+    )
+    return [SweepConfigRow(r.id, r.sweep_index or 0, r.params or {}, r.status, r.step, r.total_steps,
+                           r.latest_metrics, r.final_metrics, r.error, r.started_at, r.finished_at) for r in rows]
+
+
+def pack_ids(session: Session, sweep_id: str) -> list[tuple[str, str | None]]:
+    """(job id, pack id) of a sweep's configs, in grid order."""
+    rows = session.execute(select(Job.id, Job.pack_id).where(Job.sweep_id == sweep_id).order_by(Job.sweep_index))
+    return [(r.id, r.pack_id) for r in rows]
+
+
+def tally_sweeps(session: Session, sweep_ids: Sequence[str]) -> dict[str, SweepTally]:
+    """Per sweep: its configs counted by status, and the unfinished ones' steps (one grouped query)."""
+    tallies = {sweep_id: SweepTally({}, 0, 0) for sweep_id in sweep_ids}
+    if not sweep_ids:
+        return tallies
+    rows = session.execute(
+        select(Job.sweep_id, Job.status, func.count(), func.sum(Job.step), func.sum(func.coalesce(Job.total_steps, 0)))
+        .where(Job.sweep_id.in_(sweep_ids)).group_by(Job.sweep_id, Job.status)
+    )
+    for sweep_id, status, count, steps, total in rows:
+        tally = tallies[str(sweep_id)]
+        tally.counts[JobStatus(status)] = count
+        if not JobStatus(status).is_terminal:
+            tally.active_steps += int(steps or 0)
+            tally.active_total_steps += int(total or 0)
+    return tallies
+
+
 def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
     return session.scalar(
         select(Checkpoint).where(Checkpoint.job_id == job_id)
@@ -180,6 +268,12 @@ def add(session: Session, values: dict[str, Any]) -> Job:
     session.add(job)
     session.flush()
     return job
+
+
+def add_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert job rows in one statement (a sweep's configs)."""
+    if rows:
+        session.execute(insert(Job), list(rows))
 
 
 def insert_unless_key_taken(session: Session, values: dict[str, Any]) -> bool:
@@ -207,6 +301,23 @@ def request_cancel_if_running(session: Session, job_id: str, now: datetime) -> b
         .execution_options(synchronize_session=False)
     )
     return bool(rowcount(result))
+
+
+def cancel_sweep_configs(session: Session, sweep_id: str, now: datetime) -> None:
+    """Cancel every unfinished config of a sweep: queued ones at once, running ones at their worker's next check.
+
+    The same conditional UPDATEs as one job's cancel, over the sweep: a config claimed at this moment is either
+    cancelled while queued or asked to stop while running, never both."""
+    session.execute(
+        update(Job).where(Job.sweep_id == sweep_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job).where(Job.sweep_id == sweep_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # ----------------------------------------------------------------------------------------- worker: claim
@@ -266,6 +377,13 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def cancels_requested(session: Session, job_ids: Sequence[str]) -> set[str]:
+    """Those of the jobs whose cancel was requested (a pack's heartbeat asks for all its jobs at once)."""
+    if not job_ids:
+        return set()
+    return set(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))))
+
+
 def status_and_attempt(session: Session, job_id: str) -> tuple[JobStatus, int]:
     row = session.execute(select(Job.status, Job.attempt).where(Job.id == job_id)).one()
     return row.status, row.attempt
@@ -311,8 +429,8 @@ def _orphaned(now: datetime) -> ColumnElement[bool]:
     return and_(Job.status == JobStatus.RUNNING, lease_over(now))
 
 
-def _settle(session: Session, condition: ColumnElement[bool], **values: Any) -> list[tuple[str, str]]:
-    """UPDATE the jobs matching `condition`; return (id, queue) of those changed.
+def _settle(session: Session, condition: ColumnElement[bool], **values: Any) -> list[Dispatch]:
+    """UPDATE the jobs matching `condition`; return (id, queue, pack) of those changed.
 
     Rows another transaction holds are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL), so a pass never waits
     on a worker's write, and two reconcilers never settle one job twice: the WHERE is checked again under
@@ -322,16 +440,16 @@ def _settle(session: Session, condition: ColumnElement[bool], **values: Any) -> 
               .with_for_update(skip_locked=True))
     rows = session.execute(
         update(Job).where(Job.id.in_(chosen.scalar_subquery()), condition).values(**values)
-        .returning(Job.id, Job.queue).execution_options(synchronize_session=False)
+        .returning(Job.id, Job.queue, Job.pack_id).execution_options(synchronize_session=False)
     )
-    return [(r.id, r.queue) for r in rows]
+    return [Dispatch(r.id, r.queue, r.pack_id) for r in rows]
 
 
 @dataclass
 class SettledOrphans:
     cancelled: list[str]  # lease ran out with a cancel pending: a cancel is final
     failed: list[str]  # lease ran out on the last attempt
-    requeued: list[tuple[str, str]]  # (id, queue): back to queued, to be sent again
+    requeued: list[Dispatch]  # back to queued, to be sent again (with the rest of their pack)
 
 
 def settle_orphans(session: Session, now: datetime, *, max_attempts: int) -> SettledOrphans:
@@ -344,18 +462,18 @@ def settle_orphans(session: Session, now: datetime, *, max_attempts: int) -> Set
                      error=gave_up_error(max_attempts), **finished)
     requeued = _settle(session, orphaned, status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
                        updated_at=now)
-    return SettledOrphans([i for i, _ in cancelled], [i for i, _ in failed], requeued)
+    return SettledOrphans([d.id for d in cancelled], [d.id for d in failed], requeued)
 
 
-def stale_queued(session: Session, now: datetime, *, lease_seconds: float) -> list[tuple[str, str]]:
-    """(id, queue) of queued jobs nobody claimed for a lease: their message was lost or never sent."""
+def stale_queued(session: Session, now: datetime, *, lease_seconds: float) -> list[Dispatch]:
+    """Queued jobs nobody claimed for a lease: their message was lost or never sent."""
     rows = session.execute(
-        select(Job.id, Job.queue)
+        select(Job.id, Job.queue, Job.pack_id)
         .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
                Job.updated_at < now - timedelta(seconds=lease_seconds))
         .order_by(Job.created_at).limit(BATCH)
     ).all()
-    return [(r.id, r.queue) for r in rows]
+    return [Dispatch(r.id, r.queue, r.pack_id) for r in rows]
 
 
 def touch_queued(session: Session, job_ids: Sequence[str]) -> None:

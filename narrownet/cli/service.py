@@ -101,7 +101,7 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
     import threading
 
     from core.db.session import get_sessionmaker
-    from core.queue import enqueue_job, make_celery
+    from core.queue import enqueue_job, enqueue_pack, make_celery
     from worker.reconciler import reconcile_once, run_reconciler
 
     settings = get_settings()
@@ -111,13 +111,17 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
     def enqueue(job_id: str, queue: str) -> None:
         enqueue_job(producer, job_id, queue)
 
+    def send_pack(job_ids: list[str], queue: str) -> None:
+        enqueue_pack(producer, job_ids, queue)
+
     if once:
         report = reconcile_once(get_sessionmaker(), lease_seconds=settings.lease_seconds,
-                                max_attempts=settings.max_attempts, enqueue=enqueue)
+                                max_attempts=settings.max_attempts, enqueue=enqueue, enqueue_pack=send_pack)
         print(json.dumps(vars(report)))
         return
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     run_reconciler(get_sessionmaker(), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
-                   interval_seconds=settings.reconcile_interval_seconds, enqueue=enqueue, stop=stop)
+                   interval_seconds=settings.reconcile_interval_seconds, enqueue=enqueue, stop=stop,
+                   enqueue_pack=send_pack)

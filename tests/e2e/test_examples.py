@@ -15,8 +15,22 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JOB_SPECS = sorted(p.name for p in EXAMPLES.glob("*.json") if "grid" not in json.loads(p.read_text()))
 
 
+SWEEPS = sorted(p.name for p in EXAMPLES.glob("*.json") if "grid" in json.loads(p.read_text()))
+
+
 def test_every_example_is_covered() -> None:
     assert {"constrained.json", "regular.json", "dataset.json", "mlp-mnist5k.json"} <= set(JOB_SPECS)
+    assert SWEEPS == ["sweep.json"]
+
+
+def test_example_sweep_succeeds_on_the_service_and_here(stack: Stack, keys: dict[str, str], tmp_path: Path) -> None:
+    sweep = json.loads(stack.cli("sweep", "submit", str(EXAMPLES / "sweep.json"), "--wait", "--json", "--key",
+                                 keys["alice"], timeout=300).stdout)
+    assert sweep["status"] == "succeeded" and sweep["n_configs"] == 16
+    assert sweep["counts"].get("succeeded") == 16
+    here = stack.cli("sweep", str(EXAMPLES / "sweep.json"), "-o", str(tmp_path / "local.json"))
+    assert here.returncode == 0
+    assert len(json.loads((tmp_path / "local.json").read_text())["items"]) == 16
 
 
 @pytest.mark.parametrize("name", JOB_SPECS)

@@ -54,19 +54,21 @@ class User:
     dataset_id: str
 
     name: str
+    sweep_id: str = ""
 
     @property
-    def ids(self) -> tuple[str, str]:
-        return self.job_id, self.dataset_id
+    def ids(self) -> tuple[str, str, str]:
+        return self.job_id, self.dataset_id, self.sweep_id
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """What no one else may ever see: ids, the key, names and checkpoint bytes."""
-        return (*self.ids, self.key, f"{self.name}-job", f"{self.name}-data", f"{self.name} weights")
+        return (*self.ids, self.key, f"{self.name}-job", f"{self.name}-data", f"{self.name} weights",
+                f"{self.name}-sweep")
 
 
 async def make_user(api: Api, name: str) -> User:
-    """A key that owns a queued job (with metric points and a verified checkpoint) and a dataset."""
+    """A key that owns a queued job (with metric points and a verified checkpoint), a dataset and a sweep."""
     headers = api.new_user(name)
     job = await api.client.post("/v1/jobs", json={**SPEC, "name": f"{name}-job"}, headers=headers)
     assert job.status_code == 201, job.text
@@ -81,8 +83,11 @@ async def make_user(api: Api, name: str) -> User:
                    for step in (1, 2, 3)])
         s.add(Checkpoint(job_id=job_id, step=1, attempt=1, sha256=sha256, size_bytes=len(f"{name} weights"),
                          relpath=relpath))
+    sweep = await api.client.post("/v1/sweeps", headers=headers, json={
+        "name": f"{name}-sweep", "base": SPEC, "grid": {"seed": [1, 2]}})
+    assert sweep.status_code == 201, sweep.text
     return User(headers=headers, key=headers["Authorization"].removeprefix("Bearer "), job_id=job_id,
-                dataset_id=upload.json()["id"], name=name)
+                dataset_id=upload.json()["id"], name=name, sweep_id=sweep.json()["id"])
 
 
 @pytest.fixture

@@ -90,16 +90,21 @@ class TestUsersAreIsolated:
                              ("POST", f"/v1/jobs/{bob.job_id}/cancel"),
                              ("GET", f"/v1/jobs/{bob.job_id}/checkpoint"),
                              ("GET", f"/v1/jobs/{bob.job_id}/checkpoint/meta"),
-                             ("GET", f"/v1/datasets/{bob.dataset_id}")):
+                             ("GET", f"/v1/datasets/{bob.dataset_id}"),
+                             ("GET", f"/v1/sweeps/{bob.sweep_id}"), ("POST", f"/v1/sweeps/{bob.sweep_id}/cancel"),
+                             ("GET", f"/v1/sweeps/{bob.sweep_id}/results"),
+                             ("GET", f"/v1/sweeps/{bob.sweep_id}/summary"),
+                             ("GET", f"/v1/sweeps/{bob.sweep_id}/heatmap.png")):
             response = await api.client.request(method, path, headers=alice.headers)
             assert response.status_code == 404, (method, path)
-            assert not any(secret in response.text for secret in bob.secrets[2:]), response.text
+            assert not any(secret in response.text for secret in bob.secrets[3:]), response.text
             if method == "GET":  # ... while bob himself gets them
                 assert (await api.client.get(path, headers=bob.headers)).status_code == 200, path
 
-        for listing in ("/v1/jobs", "/v1/datasets", "/v1/jobs?status=queued", "/v1/jobs?name=bob-job"):
+        for listing in ("/v1/jobs", "/v1/datasets", "/v1/jobs?status=queued", "/v1/jobs?name=bob-job", "/v1/sweeps",
+                        f"/v1/jobs?sweep_id={bob.sweep_id}"):
             page = (await api.client.get(listing, headers=alice.headers)).json()
-            assert bob.job_id not in str(page) and bob.dataset_id not in str(page), listing
+            assert not any(i in str(page) for i in bob.ids) and "bob-sweep" not in str(page), listing
         assert (await api.client.get("/v1/jobs?name=bob-job", headers=alice.headers)).json()["total"] == 0
         # Bob's dataset cannot be trained on with alice's key either.
         body = {**SPEC, "data": {"source": "dataset", "id": bob.dataset_id}}

@@ -71,7 +71,8 @@ def _load(target: Target) -> Any:
     # worker); its answers are tested in tests/api/test_api_events.py against a real server.
     loaded = loaded.exclude(path="/v1/jobs/{job_id}/events")
     ids = {"job_id": [target.alice.job_id, target.bob.job_id, *HOSTILE_IDS],
-           "dataset_id": [target.alice.dataset_id, target.bob.dataset_id, *HOSTILE_IDS]}
+           "dataset_id": [target.alice.dataset_id, target.bob.dataset_id, *HOSTILE_IDS],
+           "sweep_id": [target.alice.sweep_id, target.bob.sweep_id, *HOSTILE_IDS]}
 
     @loaded.hook
     def map_path_parameters(context: Any, path_parameters: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -25,3 +25,15 @@ def shallow_spec(**overrides) -> JobSpec:
 @pytest.fixture
 def make_spec():
     return shallow_spec
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: a config's arithmetic is then the same alone and in a pack (trainer/shallow/net.py
+    Workspace); with more, torch splits elementwise work at boundaries that depend on the pack's size."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

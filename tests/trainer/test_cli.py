@@ -73,13 +73,39 @@ def test_train_rejects_malformed_json_and_bad_npz(tmp_path, make_spec):
     assert result.exit_code == 2 and "X" in result.output
 
 
-def test_sweep_command_prints_every_config(tmp_path, make_spec):
+def test_sweep_command_trains_the_sweep_file_and_writes_one_row_per_config(tmp_path, make_spec):
+    sweep = {"name": "cli", "base": make_spec(optim={"iterations": 30}).model_dump(mode="json"),
+             "grid": {"optim.lr_hidden": [0.1, 0.2], "constraint.radius": [1.0, None]},
+             "objective": {"metric": "train_loss", "mode": "min"}}
+    out = runner.invoke(app, ["sweep", str(_write(tmp_path, "sw.json", sweep)), "-o", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["axes"] == ["optim.lr_hidden", "constraint.radius"]
+    rows = written["items"]
+    assert [r["params"] for r in rows] == [{"optim.lr_hidden": h, "constraint.radius": r}
+                                           for h in (0.1, 0.2) for r in (1.0, None)]
+    assert all(r["status"] == "succeeded" and r["final_metrics"]["train_loss"] > 0 for r in rows)
+
+
+def test_sweep_command_still_reads_the_old_format(tmp_path, make_spec):
     sweep = {"base": make_spec(optim={"iterations": 30}).model_dump(mode="json"),
              "lr_hidden": [0.1, 0.2], "lr_outer": [0.1], "radius": [1.0, None]}
     out = runner.invoke(app, ["sweep", str(_write(tmp_path, "sw.json", sweep)), "-o", str(tmp_path / "r.json")])
     assert out.exit_code == 0, out.output
-    rows = json.loads((tmp_path / "r.json").read_text())
-    assert len(rows) == 4 and {r["lr_hidden"] for r in rows} == {0.1, 0.2}
+    rows = json.loads((tmp_path / "r.json").read_text())["items"]
+    assert len(rows) == 4 and {r["params"]["optim.lr_hidden"] for r in rows} == {0.1, 0.2}
+
+
+def test_sweep_command_names_the_bad_axis_value(tmp_path, make_spec):
+    sweep = {"base": make_spec(optim={"iterations": 30}).model_dump(mode="json"),
+             "grid": {"model.width": [16, 21], "nope": [1]}}
+    out = runner.invoke(app, ["sweep", str(_write(tmp_path, "sw.json", sweep))])
+    assert out.exit_code == 2
+    assert "grid.nope: unknown axis; allowed:" in out.output
+    sweep["grid"].pop("nope")
+    out = runner.invoke(app, ["sweep", str(_write(tmp_path, "sw.json", sweep))])
+    assert out.exit_code == 2
+    assert "grid.model.width[1]: 21 must be even in the constrained regime" in " ".join(out.output.split())
 
 
 def test_predict_with_the_wrong_number_of_features_is_one_clear_error(tmp_path, make_spec):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
-from core.queue import enqueue_job, make_celery
+from core.queue import enqueue_job, enqueue_pack, make_celery
 from tests.broker import drain_queue
 from tests.worker.conftest import WorkerDb, tiny_spec
 from worker.reconciler import ReconcileReport, reconcile_once
@@ -148,3 +148,20 @@ def test_a_cancelled_job_is_never_brought_back(worker_db, broker):
     for lease in (LEASE, 0.0):
         assert not reconcile(worker_db, broker, lease=lease)
     assert worker_db.job(cancelled).status is JobStatus.CANCELLED and broker.drain() == []
+
+
+def test_the_orphaned_jobs_of_a_pack_go_back_as_one_pack(worker_db, broker):
+    owner = worker_db.add_owner()
+    pack = [orphan(worker_db, owner_id=owner, pack_id="s1-0") for _ in range(3)]
+    stale = worker_db.add_job(tiny_spec(), owner_id=owner, pack_id="s1-1", updated_at=ago(LEASE + 1))
+    alone = orphan(worker_db, owner_id=owner)
+
+    report = reconcile_once(worker_db.sessions, lease_seconds=LEASE, max_attempts=3, enqueue=broker.send,
+                            enqueue_pack=lambda ids, queue: enqueue_pack(broker.app, ids, queue))
+
+    assert sorted(report.requeued) == sorted([*pack, alone]) and report.resent == [stale]
+    messages = {(m.headers["task"], tuple(m.payload[0][0]) if isinstance(m.payload[0][0], list)
+                 else m.payload[0][0]) for m in drain_queue(broker.url, "cpu")}
+    # The pack's three jobs in one run_pack message; a job alone, or the only stale one of its pack, as run_job.
+    assert messages == {("narrownet.run_pack", tuple(pack)), ("narrownet.run_job", alone),
+                        ("narrownet.run_job", stale)}

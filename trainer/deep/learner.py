@@ -1,9 +1,10 @@
 """The deep nets' learner: an nn.Module trained by autograd and torch.optim, one job (C = 1) at a time.
 
 It exposes the interface trainer.loop.train() drives for every architecture (the same as ShallowLearner's):
-total_steps, steps_per_epoch, step(step), evaluate(jacobian) -> {name: (1,) tensor}, state_tensors(),
-load_state_tensors(). Everything random in a step is a pure function of (seed, epoch) for the batch order and
-(seed, step) for augmentation, so a run resumed from a checkpoint is bit-for-bit the uninterrupted run on CPU.
+total_steps, steps_per_epoch, step(step), evaluate(jacobian) -> {name: (1,) tensor}, state_tensors(config),
+load_state_tensors(tensors, config), with its one config at position 0. Everything random in a step is a pure
+function of (seed, epoch) for the batch order and (seed, step) for augmentation, so a run resumed from a
+checkpoint is bit-for-bit the uninterrupted run on CPU.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class DeepLearner:
         return {k: v.reshape(1) for k, v in out.items()}
 
     # ------------------------------------------------------------------------------------------ state I/O
-    def state_tensors(self) -> dict[str, Tensor]:
+    def state_tensors(self, config: int = 0) -> dict[str, Tensor]:
         """Everything a resume needs: parameters and buffers (BatchNorm statistics), the block's initial values,
         and the optimizer state."""
         state = {MODEL + k: t for k, t in self.model.state_dict().items()}
@@ -199,7 +200,7 @@ class DeepLearner:
             state[V_PROJECTED] = self.v_projected
         return state
 
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+    def load_state_tensors(self, tensors: dict[str, Tensor], config: int = 0) -> None:
         expected = {k for k in self.state_tensors() if not k.startswith(OPT) and k != V_PROJECTED}
         missing = expected - set(tensors)
         if missing:

@@ -1,12 +1,15 @@
 """Algorithm 2 for C configs at once: the shallow net's training state and one (projected) step.
 
-Every tensor carries a leading config dimension C; a single job is C = 1, and a sweep stacks its grid into C.
-Configs share data, shapes and the spec's non-swept settings; they differ in lr_hidden, lr_outer, radius, seed.
+Every tensor carries a leading config dimension C; a single job is C = 1, and a pack of a sweep's configs stacks
+them into C. Configs share data, shapes and the spec's other settings (trainer/packing.py); they differ in
+lr_hidden, lr_outer, radius and seed. Each config's arithmetic does not depend on the others (see Workspace), so on
+one thread a config ends bit for bit where it ends alone, and configs can leave a pack mid-run (keep_configs).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +24,7 @@ from trainer.metrics import jacobian_sigma_min, outer_weight_stats
 from trainer.optim import adam_step_, sgd_step_
 from trainer.projection import project_onto_ball_, project_onto_v_set
 from trainer.schedule import lr_factor
-from trainer.shallow.net import Workspace, backward, features, forward, outer_weights, outputs
+from trainer.shallow.net import Workspace, backward, features, outer_weights, outputs
 from trainer.spec import JobSpec, ShallowModel
 from trainer.steps import steps_per_epoch, total_steps
 
@@ -37,7 +40,17 @@ class ConfigGrid:
 
     @classmethod
     def single(cls, spec: JobSpec) -> ConfigGrid:
-        return cls([spec.optim.hidden_lr], [spec.optim.outer_lr], [spec.radius], [spec.seed])
+        return cls.of([spec])
+
+    @classmethod
+    def of(cls, specs: Sequence[JobSpec]) -> ConfigGrid:
+        """The per-config settings of specs that share everything else (trainer.packing.pack_key)."""
+        return cls([s.optim.hidden_lr for s in specs], [s.optim.outer_lr for s in specs], [s.radius for s in specs],
+                   [s.seed for s in specs])
+
+    def subset(self, keep: Sequence[int]) -> ConfigGrid:
+        return ConfigGrid([self.lr_hidden[i] for i in keep], [self.lr_outer[i] for i in keep],
+                          [self.radius[i] for i in keep], [self.seed[i] for i in keep])
 
     def __len__(self) -> int:
         return len(self.seed)
@@ -46,6 +59,8 @@ class ConfigGrid:
 # Elements per activation buffer in one forward/backward group (~4 MB of float32): sized to the caches, not RAM.
 CHUNK_ELEMENTS = 1 << 20
 V_PROJECTED = "v_projected_steps"  # checkpoint key of the P_V binding count
+# float64 elements of the Jacobian metric's n x n Gram matrices (and (n, m) factors) computed at once (128 MB).
+JACOBIAN_ELEMENTS = 1 << 24
 
 
 def batch_seed(seed: int, epoch: int) -> int:
@@ -104,6 +119,19 @@ class ShallowLearner:
         self._epoch_index: tuple[int, Tensor] | None = None
         self._workspace = Workspace()
 
+    def keep_configs(self, keep: Sequence[int]) -> None:
+        """Drop every config but those at positions `keep` (in that order): a pack goes on without the configs
+        that diverged, were cancelled or changed hands. The others' arithmetic is unchanged."""
+        index = torch.tensor(list(keep), dtype=torch.long, device=self.device)
+        self.grid = self.grid.subset(keep)
+        for name in ("W", "v", "W0", "lr_hidden", "lr_outer", "radius"):
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        self.opt = {k: t.index_select(0, index) for k, t in self.opt.items()}
+        self.project_w = any(math.isfinite(r) for r in self.grid.radius)
+        if self._epoch_index is not None:
+            self._epoch_index = (self._epoch_index[0], self._epoch_index[1].index_select(0, index))
+        self._workspace = Workspace()  # buffers sized for the old C
+
     def _targets(self, y: Tensor) -> Tensor:
         if not self.classification or self.loss == "cross_entropy":
             return y
@@ -148,10 +176,10 @@ class ShallowLearner:
             self.v_projected += (projected != self.v).flatten(1).any(dim=1).long()
             self.v.copy_(projected)
 
-    def _chunks(self, rows: int) -> list[slice]:
+    def _chunks(self, rows: int, elements: int = CHUNK_ELEMENTS, per_config: int | None = None) -> list[slice]:
         # A step's activations are (C, m, rows) floats per buffer.  Past the CPU caches every elementwise pass runs
         # at DRAM speed, so configs go through the forward/backward in cache-sized groups (bench/RESULTS.md).
-        size = max(1, CHUNK_ELEMENTS // max(1, rows * self.width))
+        size = max(1, elements // max(1, per_config or rows * self.width))
         C = len(self.grid)
         return [slice(c, min(c + size, C)) for c in range(0, C, size)]
 
@@ -165,25 +193,36 @@ class ShallowLearner:
     # -------------------------------------------------------------------------------------------- metrics
     @torch.no_grad()
     def evaluate(self, jacobian: bool = False) -> dict[str, Tensor]:
-        """Per-config metrics (each a (C,) tensor), on the full training set and the test set."""
-        out: dict[str, Tensor] = {}
-        F = forward(self.X, self.W, self.v, self.activation, self.pairwise)
-        out["train_loss"] = loss_value(F, self.Y, self.loss)
-        if self.labels is not None:
-            out["train_accuracy"] = accuracy(F, self.labels)
-        if self.X_test.shape[0]:
-            F_test = forward(self.X_test, self.W, self.v, self.activation, self.pairwise)
-            out["test_loss"] = loss_value(F_test, self.Y_test, self.loss)
-            if self.labels_test is not None:
-                out["test_accuracy"] = accuracy(F_test, self.labels_test)
+        """Per-config metrics (each a (C,) tensor), on the full training set and the test set.
+
+        Configs go through in the step's cache-sized groups, with its padded buffers: memory does not grow with
+        the pack, and a config's numbers are those it gets alone."""
+        parts = [self._evaluate_configs(group) for group in self._chunks(max(self.n, self.X_test.shape[0]))]
+        out = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
         out["w_dist"] = torch.linalg.vector_norm((self.W - self.W0).flatten(1), dim=1)
         out["v_min"], out["v_ratio"] = outer_weight_stats(self.v)
         if self.project_v:
             out["v_projected_steps"] = self.v_projected
         if jacobian:
-            sigma = jacobian_sigma_min(self.X, self.W, outer_weights(self.v, self.pairwise), self.activation)
-            if sigma is not None:
-                out["jacobian_sigma_min"] = sigma
+            sigmas = [jacobian_sigma_min(self.X, self.W[g], outer_weights(self.v[g], self.pairwise), self.activation)
+                      for g in self._chunks(self.n, JACOBIAN_ELEMENTS, per_config=self.n * (self.n + 2 * self.width))]
+            if all(sigma is not None for sigma in sigmas):
+                out["jacobian_sigma_min"] = torch.cat([s for s in sigmas if s is not None])
+        return out
+
+    def _evaluate_configs(self, configs: slice) -> dict[str, Tensor]:
+        W, v, ws = self.W[configs], self.v[configs], self._workspace
+        out: dict[str, Tensor] = {}
+        F = outputs(features(self.X, W, self.activation, self.pairwise, ws)[2], v, self.activation, self.pairwise)
+        out["train_loss"] = loss_value(F, self.Y, self.loss)
+        if self.labels is not None:
+            out["train_accuracy"] = accuracy(F, self.labels)
+        if self.X_test.shape[0]:
+            F_test = outputs(features(self.X_test, W, self.activation, self.pairwise, ws)[2], v, self.activation,
+                             self.pairwise)
+            out["test_loss"] = loss_value(F_test, self.Y_test, self.loss)
+            if self.labels_test is not None:
+                out["test_accuracy"] = accuracy(F_test, self.labels_test)
         return out
 
     # ------------------------------------------------------------------------------------------ state I/O
@@ -195,9 +234,8 @@ class ShallowLearner:
             state[V_PROJECTED] = self.v_projected[config:config + 1]
         return state
 
-    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
-        if len(self.grid) != 1:
-            raise ValueError("resuming is per job (C = 1)")
+    def load_state_tensors(self, tensors: dict[str, Tensor], config: int = 0) -> None:
+        """Put one config's checkpointed state (a job's own checkpoint) at position `config`."""
         expected = set(self.state_tensors()) - {V_PROJECTED}
         missing = expected - set(tensors)
         if missing:
@@ -207,10 +245,10 @@ class ShallowLearner:
             src = tensors[name]
             if tuple(src.shape) != tuple(target.shape[1:]):
                 raise CheckpointError(f"tensor {name}: shape {tuple(src.shape)} != {tuple(target.shape[1:])}")
-            target[0].copy_(src)
+            target[config].copy_(src)
         if self.project_v:
             # A diagnostic count, not training state: a checkpoint written before it existed restarts it at 0.
-            self.v_projected.copy_(tensors.get(V_PROJECTED, torch.zeros(1, dtype=torch.int64)))
+            self.v_projected[config] = tensors.get(V_PROJECTED, torch.zeros(1, dtype=torch.int64)).reshape(())
 
     def _tensor(self, name: str) -> Tensor:
         if name.startswith("opt."):

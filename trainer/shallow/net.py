@@ -40,11 +40,22 @@ def activation_grad(h: Tensor, a: Tensor, activation: Activation) -> Tensor:
     return (h > 0).to(h.dtype)
 
 
+# Rows of a workspace buffer start at multiples of this many elements (64 floats covers AVX-512's unrolled loop).
+ROW_ALIGN = 64
+
+
 class Workspace:
     """Reusable output buffers, keyed by name and shape.
 
     A sweep's activations are (C, n, m) floats, tens of MB: allocating them afresh each step sends every
     allocation through mmap/munmap and its page faults, which cost 3x the arithmetic (bench/RESULTS.md).
+
+    The last dimension is padded to a multiple of ROW_ALIGN (the buffer is a view of the unpadded part). Torch's
+    elementwise kernels run the vectorized code over a contiguous range and a scalar tail at its end, and the two
+    round transcendental functions (sigmoid, exp) differently; over a contiguous (C, q, n) buffer where a tail
+    falls would depend on C, so a config trained in a pack would drift from the same config trained alone. Over
+    padded rows every row is its own range, the same whatever C is, so (on one thread) a config's arithmetic is
+    bit for bit the same alone and in a pack of any size.
     """
 
     def __init__(self) -> None:
@@ -54,7 +65,10 @@ class Workspace:
         key = (name, tuple(shape))
         buf = self._buffers.get(key)
         if buf is None or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+            *outer, last = shape
+            padded = last + (-last) % ROW_ALIGN
+            storage = torch.empty((*outer, padded), dtype=like.dtype, device=like.device)
+            buf = self._buffers[key] = storage[..., :last]
         return buf
 
 

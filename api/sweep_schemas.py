@@ -1,0 +1,114 @@
+"""Response models of /v1/sweeps (the request body of POST /v1/sweeps is trainer.grid.SweepFile itself)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.schemas import UtcDatetime
+
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Objective(BaseModel):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class BestConfig(BaseModel):
+    job_id: str
+    index: int
+    params: dict[str, Any]
+    metric: str
+    value: float
+    status: str
+    final: bool = Field(description="false: a running config's latest value")
+
+
+class SweepItem(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus
+    n_configs: int
+    counts: dict[str, int] = Field(description="configs per job status")
+    progress: float = Field(ge=0, le=1, description="finished configs whole, unfinished ones by their steps")
+    axes: list[str]
+    objective: Objective
+    cancel_requested: bool
+    created_at: UtcDatetime
+    jobs_url: str = Field(description="its configs as jobs: GET /v1/jobs?sweep_id=")
+
+
+class SweepOut(SweepItem):
+    eta_seconds: float | None = Field(description="while running: remaining time at the rate so far")
+    best: BestConfig | None = Field(description="the best config so far by the objective")
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    grid: dict[str, list[Any]]
+    base: dict[str, Any]
+
+
+class PackOut(BaseModel):
+    id: str
+    job_ids: list[str]
+    vectorized: bool = Field(description="false: trained one job at a time (deep nets: mlp, resnet18)")
+
+
+class SweepCreated(SweepOut):
+    job_ids: list[str] = Field(description="one job per config, in grid order (the last axis varies fastest)")
+    packs: list[PackOut] = Field(description="configs trained together as one vectorized program")
+    notes: list[str]
+
+
+class SweepPage(BaseModel):
+    items: list[SweepItem]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConfigResult(BaseModel):
+    index: int
+    job_id: str
+    params: dict[str, Any] = Field(description="keyed by the grid's dotted paths")
+    status: str
+    final_metrics: dict[str, Any] | None = Field(description="non-finite values are null")
+    error: str | None
+
+
+class SweepResults(BaseModel):
+    sweep_id: str
+    axes: list[str]
+    objective: Objective
+    items: list[ConfigResult]
+
+
+class SummaryCell(BaseModel):
+    row: Any
+    col: Any
+    value: float | None = Field(description="best value over the other axes; null when no config succeeded")
+    job_id: str | None
+    params: dict[str, Any] | None = Field(description="the grid values of the config that achieved it")
+    configs: int
+    succeeded: int
+
+
+class SummaryPanel(BaseModel):
+    split: Any
+    cells: list[list[SummaryCell]] = Field(description="cells[row][col]")
+
+
+class SummaryAxis(BaseModel):
+    axis: str
+    values: list[Any]
+
+
+class SweepSummary(BaseModel):
+    sweep_id: str
+    metric: str
+    reduce: Literal["min", "max"]
+    rows: SummaryAxis
+    cols: SummaryAxis | None
+    split: SummaryAxis | None
+    panels: list[SummaryPanel]
