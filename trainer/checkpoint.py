@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainer.checkpoint_format import FORMAT, KEEP_LATEST
+from trainer.files import atomic_write
 
 _NAME = re.compile(r"^ckpt-(\d{9})\.json$")
 
@@ -62,28 +60,6 @@ def library_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, write: Callable[[Path], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
 def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
     stem = run_dir / f"ckpt-{step:09d}"
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -96,11 +72,11 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     weights, meta_path = checkpoint_paths(run_dir, step)
     contiguous = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     header = {"format": FORMAT, "step": str(step)}
-    _atomic_write(weights, lambda p: save_file(contiguous, str(p), metadata=header))
+    atomic_write(weights, lambda p: save_file(contiguous, str(p), metadata=header))
     full = {"format": FORMAT, **meta, "step": step, "sha256": sha256_file(weights),
             "size_bytes": weights.stat().st_size, "tensors": sorted(contiguous),
             "versions": library_versions()}
-    _atomic_write(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, sort_keys=True)))
+    atomic_write(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, sort_keys=True)))
     _prune(run_dir)
     return weights, full
 

@@ -13,6 +13,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from trainer.files import fsync_dir
+
 from core.artifacts.errors import ArtifactChanged, ArtifactNotFound
 from core.artifacts.keys import check_key
 from core.artifacts.store import CHUNK, ArtifactReader
@@ -27,14 +29,6 @@ class _FileReader(ArtifactReader):
 
     def close(self) -> None:
         self.file.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
@@ -69,7 +63,7 @@ class LocalStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def open(self, key: str, *, version: str | None = None) -> ArtifactReader:
         path = self._path(key)

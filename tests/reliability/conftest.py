@@ -29,6 +29,7 @@ from narrownet.client import NarrownetClient
 from narrownet.cluster import Cluster, PostgresCluster, RedisServer, postgres_binary
 from narrownet.processes import wait_until
 from narrownet.s3server import S3Server
+from tests.s3 import s3_server  # noqa: F401  # a fixture, shared with tests/worker
 from tests.service_guard import require_service, temporary_postgres_database
 
 # Recovery bound in these tests: R = lease + interval = 4.5 s. The lease is not shorter so that a worker
@@ -157,16 +158,8 @@ def db(reliability_database: str) -> Iterator[Db]:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    server.start()
-    yield server
-    server.kill()
-
-
 @pytest.fixture
-def s3_cluster_settings(s3_server: S3Server) -> dict[str, str]:
+def s3_cluster_settings(s3_server: S3Server) -> dict[str, str]:  # noqa: F811  # the imported fixture
     """What every process of a cluster on the S3 store gets: the store's URL (a bucket of this test's own) and
     boto3's standard variables. A process's home is then its own disk, shared with no other."""
     s3_server.start()  # an earlier test may have left it stopped

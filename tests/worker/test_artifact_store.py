@@ -17,9 +17,10 @@ from sqlalchemy import select, update
 from core.artifacts.keys import dataset_key
 from core.db.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, utcnow
 from tests.s3 import Bucket, s3_bucket, s3_server
+from tests.trainer.stop_after import StopAfter
 from tests.worker.conftest import WorkerDb, dataset_spec, tiny_spec
 from trainer.checkpoint import sha256_file
-from trainer.loop import Callbacks, train
+from trainer.loop import train
 from trainer.spec import JobSpec
 from worker.runner import run_job
 
@@ -71,25 +72,13 @@ def test_checkpoints_are_published_per_attempt_and_pruned_like_the_run_directory
     assert not (worker_db.settings.resolved_artifact_dir / "jobs" / job_id).exists()  # nothing local was shared
 
 
-class _StopAt(Callbacks):
-    def __init__(self, at: int) -> None:
-        self.at, self.points, self.last = at, [], 0
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.points.append((step, metrics))
-        self.last = step
-
-    def should_stop(self) -> bool:
-        return self.last >= self.at
-
-
 def _first_attempt_died_after_step_100(db: WorkerDb, bucket: Bucket, tmp_path: Path) -> tuple[str, str]:
     """Attempt 1 trained on host a, published and recorded its checkpoint at step 100, then its host vanished."""
     spec = tiny_spec()
     job_id = db.add_job(spec)
     settings = host(db, bucket, tmp_path, "a")
     run_dir = settings.resolved_work_dir / "jobs" / job_id
-    first = _StopAt(100)
+    first = StopAfter(100)
     result = train(JobSpec.model_validate(spec), run_dir, callbacks=first)
     from core.artifacts.s3 import S3Store
     from worker.job_artifacts import JobArtifacts

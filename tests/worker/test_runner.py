@@ -14,9 +14,10 @@ from sqlalchemy import select, update
 
 from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from core.repositories import jobs as jobs_repo
+from tests.trainer.stop_after import StopAfter
 from tests.worker.conftest import WorkerDb, tiny_spec
 from trainer.checkpoint import sha256_file
-from trainer.loop import Callbacks, train
+from trainer.loop import train
 from trainer.spec import JobSpec
 from worker.job_store import LeaseLost
 from worker.runner import run_job
@@ -181,20 +182,6 @@ class TestClaims:
         assert (point.attempt, point.values) == (2, {"train_loss": 2.0, "nan_metric": None})
 
 
-class _StopAt(Callbacks):
-    """A first attempt that dies after step `at`: records the metric points it would have flushed."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.points, self.last = at, [], 0
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.points.append((step, metrics))
-        self.last = step
-
-    def should_stop(self) -> bool:
-        return self.last >= self.at
-
-
 @pytest.mark.parametrize("host", ["same host", "another host"])
 def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_db, host, tmp_path):
     spec = tiny_spec()
@@ -202,7 +189,7 @@ def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_
     # Attempt 1, for real: the trainer writes its checkpoint at step 100 into the job's directory, the worker
     # publishes it; its metrics and then the checkpoint's row reached the database; then its worker vanished,
     # leaving a lease that runs out. On another host, attempt 2 finds nothing local and fetches it.
-    first = _StopAt(100)
+    first = StopAfter(100)
     result = train(JobSpec.model_validate(spec), worker_db.job_dir(job_id), callbacks=first)
     assert result.step == 100
     key = worker_db.publish(job_id, 1, result.checkpoint)
