@@ -13,11 +13,10 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from trainer.files import fsync_dir
-
 from core.artifacts.errors import ArtifactChanged, ArtifactNotFound
 from core.artifacts.keys import check_key
 from core.artifacts.store import CHUNK, ArtifactReader
+from trainer.files import fsync_dir
 
 
 class _FileReader(ArtifactReader):
