@@ -72,6 +72,9 @@ class JobOut(BaseModel):
                                               "that change results; null when the data's content was unreadable")
     sweep_id: str | None = Field(default=None, description="the sweep this job is a config of")
     params: dict[str, Any] | None = Field(default=None, description="its values of the sweep's grid axes")
+    reused_from: str | None = Field(default=None, description="a sweep config that did not train: the id of your "
+                                                              "earlier succeeded job of the same spec_hash whose "
+                                                              "result (metrics, checkpoint) it carries")
 
     @classmethod
     def from_row(cls, job: Job, now: datetime) -> JobOut:
@@ -82,7 +85,7 @@ class JobOut(BaseModel):
             final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
             cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
             updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec, spec_hash=job.spec_hash,
-            sweep_id=job.sweep_id, params=job.params,
+            sweep_id=job.sweep_id, params=job.params, reused_from=job.reused_from,
         )
 
 

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas import UtcDatetime
+from api.schemas import QueueState, RunEstimate, UtcDatetime
+from trainer.plan import Advice, CheckpointEstimate, ComputeCost, MemoryEstimate, ParameterCounts, WidthPosition
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -75,6 +76,8 @@ class ConfigResult(BaseModel):
     status: str
     final_metrics: dict[str, Any] | None = Field(description="non-finite values are null")
     error: str | None
+    reused_from: str | None = Field(default=None, description="not trained: your earlier succeeded job of the "
+                                                              "same spec_hash whose result this config carries")
 
 
 class SweepResults(BaseModel):
@@ -112,3 +115,61 @@ class SweepSummary(BaseModel):
     cols: SummaryAxis | None
     split: SummaryAxis | None
     panels: list[SummaryPanel]
+
+
+class ConfigPlan(BaseModel):
+    """One config of a planned sweep: its counts as POST /v1/plan gives them for a job."""
+
+    index: int
+    params: dict[str, Any] = Field(description="keyed by the grid's dotted paths")
+    spec_hash: str | None
+    reusable_job_id: str | None = Field(description="your succeeded job with the same spec_hash")
+    reused: bool = Field(description="true: with 'Reuse: succeeded' this config would point at reusable_job_id "
+                                     "and not train")
+    pack: int | None = Field(description="index into packs; null when reused")
+    width: WidthPosition | None
+    parameters: ParameterCounts | None
+    compute: ComputeCost | None
+    memory: MemoryEstimate | None
+    checkpoint: CheckpointEstimate | None
+    estimate: RunEstimate
+    warnings: list[Advice]
+
+
+class PackPlan(BaseModel):
+    index: int
+    configs: list[int] = Field(description="config indices trained together as one program")
+    size: int
+    queue: str
+    vectorized: bool = Field(description="false: a deep net, trained one config at a time")
+    memory_bytes: int | None = Field(description="an upper bound of the pack's peak device memory: every member's "
+                                                 "state and activations, the data set once; null when unknown")
+    apart_because: str | None = Field(description="why these configs could not join an earlier pack")
+
+
+class SweepPlanTotals(BaseModel):
+    configs: int
+    to_train: int
+    reused: int
+    parameters: int = Field(description="trainable parameters summed over the configs to train")
+    flops: float = Field(description="FLOPs per run summed over the configs to train")
+    largest_pack_memory_bytes: int | None
+    estimated_seconds: float | None = Field(description="the configs' run-time estimates summed: one worker "
+                                                        "training them one after another (a vectorized pack is "
+                                                        "usually faster); null while any has no estimate")
+    configs_without_estimate: int
+
+
+class SweepPlanOut(BaseModel):
+    """What a sweep would be, counted before anything is queued (POST /v1/plan, POST /v1/sweeps?dry_run=true)."""
+
+    name: str
+    axes: list[str]
+    totals: SweepPlanTotals
+    packs: list[PackPlan]
+    queues: list[QueueState]
+    queued_configs: int = Field(description="your sweep configs queued now")
+    queued_configs_cap: int = Field(description="max_queued_sweep_configs_per_user: a submit past it gets 429")
+    configs: list[ConfigPlan] = Field(description="in grid order (the last axis varies fastest)")
+    warnings: list[Advice] = Field(description="the configs' warnings (each once, with how many configs have it) "
+                                               "and the sweep's own: configs that cannot be packed together, caps")

@@ -72,3 +72,41 @@ def plan_packs(specs: Sequence[JobSpec], size_of: Callable[[JobSpec], tuple[int,
         size = max_pack_size(specs[members[0]], *size_of(specs[members[0]]))
         packs.extend(members[start:start + size] for start in range(0, len(members), size))
     return sorted(packs, key=lambda pack: pack[0])
+
+
+def _flat(node: Any, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object's leaves by dotted path."""
+    if isinstance(node, dict) and node:
+        return {leaf: value for key, child in node.items() for leaf, value in _flat(child, (*path, key)).items()}
+    return {".".join(path): node}
+
+
+def why_apart(specs: Sequence[JobSpec], packs: Sequence[Sequence[int]],
+              size_of: Callable[[JobSpec], tuple[int, int]] = data_size) -> list[str | None]:
+    """Per pack (as plan_packs made them), why its configs could not join an earlier pack; None for the first
+    pack, and for none other. Said in the terms a sweep's author can change: the fields that differ, or the
+    memory bound that split a group."""
+    reasons: list[str | None] = []
+    seen: dict[str, int] = {}  # pack key -> the first pack with it
+    first_shallow: int | None = None
+    for n, members in enumerate(packs):
+        spec = specs[members[0]]
+        key = pack_key(spec)
+        if key is None:
+            reasons.append(None if n == 0 else f"{spec.model.arch} configs train one at a time: only shallow nets "
+                                               "are vectorized")
+            continue
+        if key in seen:
+            reasons.append(f"split from pack {seen[key]}: at most {max_pack_size(spec, *size_of(spec))} configs like "
+                           f"these fit one pack ({PACK_ELEMENTS * 4 // 2**20} MiB of training state)")
+            continue
+        seen[key] = n
+        if first_shallow is None:
+            first_shallow = n
+            reasons.append(None if n == 0 else "the packs before it are deep nets, which train one at a time")
+            continue
+        ours, theirs = _flat(json.loads(key)), _flat(json.loads(str(pack_key(specs[packs[first_shallow][0]]))))
+        differ = sorted(p for p in set(ours) | set(theirs) if ours.get(p) != theirs.get(p))
+        reasons.append(f"differs from pack {first_shallow} in {', '.join(differ)}: within a pack only lr_hidden, "
+                       "lr_outer, radius and seed may differ")
+    return reasons

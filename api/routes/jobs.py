@@ -25,7 +25,7 @@ IdempotencyKey = Annotated[
 
 
 # Shown in /docs, and the valid starting points the OpenAPI fuzz test mutates (tests/security).
-_SPEC_EXAMPLES = {
+SPEC_EXAMPLES = {
     "shallow-constrained": {"summary": "shallow net, constrained regime, synthetic data", "value": {
         "name": "narrow-demo", "regime": "constrained", "model": {"arch": "shallow", "width": 8},
         "data": {"source": "synthetic", "n": 32, "d": 4}, "optim": {"name": "gd", "lr": 0.1, "iterations": 50},
@@ -37,7 +37,7 @@ _SPEC_EXAMPLES = {
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64, "epochs": 2},
     }},
 }
-SpecBody = Annotated[JobSpec, Body(openapi_examples=_SPEC_EXAMPLES)]
+SpecBody = Annotated[JobSpec, Body(openapi_examples=SPEC_EXAMPLES)]
 # A header, not a body field: the body stays the trainer's JobSpec, which forbids unknown fields.
 ReuseHeader = Annotated[
     Literal["succeeded"] | None,

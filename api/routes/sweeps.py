@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import JSONResponse
 
 from api.deps import CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
-from api.routes.jobs import IdempotencyKey
+from api.routes.jobs import DryRun, IdempotencyKey, ReuseHeader
 from api.schemas import error_responses
-from api.services import sweep_heatmap, sweep_tables, sweeps
-from api.sweep_schemas import ConfigResult, SweepCreated, SweepOut, SweepPage, SweepResults, SweepSummary
+from api.services import sweep_heatmap, sweep_plan, sweep_tables, sweeps
+from api.sweep_schemas import ConfigResult, SweepCreated, SweepOut, SweepPage, SweepPlanOut, SweepResults, SweepSummary
 from core.db.models import utcnow
 from trainer.grid import SweepFile
 
 router = APIRouter(prefix=f"{V1}/sweeps", tags=["sweeps"])
 
-_SWEEP_EXAMPLES = {
+SWEEP_EXAMPLES = {
     "figure4-small": {"summary": "a small Figure-4 grid: 2 regimes x 2 radii x 2 x 2 learning rates", "value": {
         "name": "figure4-small",
         "base": {"name": "fig4", "regime": "constrained", "model": {"arch": "shallow", "width": 8},
@@ -28,20 +29,28 @@ _SWEEP_EXAMPLES = {
         "objective": {"metric": "train_loss", "mode": "min"},
     }},
 }
-SweepBody = Annotated[SweepFile, Body(openapi_examples=_SWEEP_EXAMPLES)]
+SweepBody = Annotated[SweepFile, Body(openapi_examples=SWEEP_EXAMPLES)]
 Axis = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_][a-z0-9_.]*$", description="a grid axis")]
 Metric = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$", description="default: the objective's")]
 Reduce = Annotated[Literal["min", "max"] | None, Query(description="default: the objective's mode")]
 
 
 @router.post("", status_code=201, response_model=SweepCreated,
-             responses={200: {"model": SweepCreated, "description": "replay of an Idempotency-Key submission"},
+             responses={200: {"model": SweepCreated | SweepPlanOut,
+                              "description": "replay of an Idempotency-Key submission, or with dry_run=true the plan"},
                         **error_responses(401, 409, 413, 422, 429)})
 def submit_sweep(body: SweepBody, session: SessionDep, key: CurrentKey, runtime: RuntimeDep, response: Response,
-                 idempotency_key: IdempotencyKey = None) -> SweepCreated:
-    """Submit a sweep: the grid's cartesian product applied to `base`, one job per config, trained in packs."""
+                 idempotency_key: IdempotencyKey = None, reuse: ReuseHeader = None,
+                 dry_run: DryRun = False) -> SweepCreated | JSONResponse:
+    """Submit a sweep: the grid's cartesian product applied to `base`, one job per config, trained in packs. With
+    'Reuse: succeeded', configs you already trained point at those jobs (reused_from) and only the rest train."""
+    if dry_run:
+        answer = sweep_plan.plan_sweep(session, key, body, runtime.settings, runtime.artifacts,
+                                       reuse=reuse == "succeeded")
+        return JSONResponse(answer.model_dump(mode="json"))
     submission = sweeps.submit_sweep(session, key, body, idempotency_key=idempotency_key,
-                                     settings=runtime.settings, enqueue_pack=runtime.enqueue_pack)
+                                     settings=runtime.settings, enqueue_pack=runtime.enqueue_pack,
+                                     reuse_from=runtime.artifacts if reuse == "succeeded" else None)
     response.headers["Location"] = f"/v1/sweeps/{submission.sweep.id}"
     if not submission.created:
         response.status_code = 200

@@ -20,7 +20,7 @@ from core.artifacts.errors import ArtifactChanged, ArtifactMismatch, ArtifactNot
 from core.artifacts.keys import meta_key
 from core.artifacts.store import ArtifactReader, ArtifactStore
 from core.artifacts.verified import open_verified, read_small
-from core.db.models import ApiKey, Checkpoint
+from core.db.models import ApiKey, Checkpoint, Job
 from core.jsonvalues import finite_or_none
 from core.repositories import jobs as jobs_repo
 
@@ -45,9 +45,14 @@ class VerifiedCheckpoint:
             yield from self.reader.chunks()
 
 
+def _trained_by(job: Job) -> str:
+    """The job whose checkpoints are this one's: a reused sweep config's are those of the job it points at."""
+    return job.reused_from or job.id
+
+
 def _latest(session: Session, owner: ApiKey, job_id: str) -> Checkpoint:
     job = get_job(session, owner, job_id)
-    checkpoint = jobs_repo.latest_checkpoint(session, job.id)
+    checkpoint = jobs_repo.latest_checkpoint(session, _trained_by(job))
     if checkpoint is None:
         raise NotFound(f"job {job.id} has no checkpoint yet", code="checkpoint_not_found")
     return checkpoint
@@ -71,7 +76,7 @@ def etag(checkpoint_sha256: str) -> str:
 
 def latest_recorded(session: Session, owner: ApiKey, job_id: str) -> Checkpoint | None:
     """The latest checkpoint row of the caller's job (not read from disk), or None before the first."""
-    return jobs_repo.latest_checkpoint(session, get_job(session, owner, job_id).id)
+    return jobs_repo.latest_checkpoint(session, _trained_by(get_job(session, owner, job_id)))
 
 
 def latest_sha256(session: Session, owner: ApiKey, job_id: str) -> str:

@@ -165,4 +165,5 @@ def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:
 def metric_points(session: Session, owner: ApiKey, job_id: str, *, since_step: int | None, every: int,
                   limit: int) -> Sequence[tuple[int, dict[str, Any]]]:
     job = get_job(session, owner, job_id)
-    return repo.metric_points(session, job.id, since_step=since_step, every=every, limit=limit)
+    # A reused sweep config's series is the one of the job that trained it.
+    return repo.metric_points(session, job.reused_from or job.id, since_step=since_step, every=every, limit=limit)

@@ -159,7 +159,7 @@ def summarize(grid: Mapping[str, Sequence[Any]], configs: Sequence[SweepConfigRo
 def result_row(config: SweepConfigRow) -> dict[str, Any]:
     return {"index": config.sweep_index, "job_id": config.id, "params": config.params,
             "status": config.status.value, "final_metrics": finite_or_none(config.final_metrics),
-            "error": config.error}
+            "error": config.error, "reused_from": config.reused_from}
 
 
 def results_csv(axes: Sequence[str], configs: Sequence[SweepConfigRow]) -> str:

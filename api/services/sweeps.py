@@ -19,8 +19,9 @@ from api.services import quota, reuse, sweep_heatmap, sweep_tables
 from api.services.jobs import data_source_errors, resolve_data_source
 from api.services.sweep_tables import SummaryRequest
 from api.sweep_schemas import BestConfig, Objective, PackOut, SweepCreated, SweepItem, SweepOut
+from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_commit
-from core.db.models import ApiKey, JobStatus, Sweep, new_id, utcnow
+from core.db.models import ApiKey, Job, JobStatus, Sweep, new_id, utcnow
 from core.queue import queue_for
 from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as jobs_repo
@@ -85,7 +86,7 @@ def _data_errors(session: Session, owner: ApiKey, body: SweepFile, configs: list
     return list(errors)
 
 
-def _sizes(session: Session, owner: ApiKey) -> Callable[[JobSpec], tuple[int, int]]:
+def sizes_of(session: Session, owner: ApiKey) -> Callable[[JobSpec], tuple[int, int]]:
     """(training rows, input size) of a config's data for pack planning; uploads from their dataset rows."""
     def size_of(spec: JobSpec) -> tuple[int, int]:
         if isinstance(spec.data, DatasetRef) and spec.data.id is not None:
@@ -97,25 +98,52 @@ def _sizes(session: Session, owner: ApiKey) -> Callable[[JobSpec], tuple[int, in
     return size_of
 
 
+def prepare(session: Session, owner: ApiKey, body: SweepFile, settings: Settings) -> list[GridConfig]:
+    """The sweep's configs as they would run, with the submit path's 422s: a bad grid, too many configs, a data
+    source that is not there (named by its grid value or base field). Uploads named by name are pinned to the
+    dataset they name now, as for a job. Shared by submit and plan, so both refuse alike."""
+    configs = _expand(body, settings)
+    if errors := _data_errors(session, owner, body, configs):
+        raise InvalidInput(errors)
+    return [replace(c, spec=resolve_data_source(session, owner, c.spec)) for c in configs]
+
+
+def pack_members(session: Session, owner: ApiKey, specs: Sequence[JobSpec]) -> list[list[int]]:
+    """How these configs would be sent: indices into `specs`, one list per pack."""
+    return plan_packs(specs, sizes_of(session, owner))
+
+
 def submit_sweep(session: Session, owner: ApiKey, body: SweepFile, *, idempotency_key: str | None,
-                 settings: Settings, enqueue_pack: EnqueuePack) -> SweepSubmission:
-    """Record the sweep and one queued job per config; send its packs once the transaction commits."""
+                 settings: Settings, enqueue_pack: EnqueuePack,
+                 reuse_from: ArtifactStore | None = None) -> SweepSubmission:
+    """Record the sweep and one job per config; send its packs once the transaction commits. With reuse_from (the
+    artifact store holding results), a config whose spec_hash matches one of the caller's succeeded jobs (its
+    final checkpoint still there) is recorded as succeeded, pointing at that job, and only the rest are queued."""
     digest = request_hash(body)
     if idempotency_key is not None and (existing := repo.get_by_idempotency_key(session, owner.id,
                                                                                 idempotency_key)) is not None:
         return _replay(session, existing, digest, idempotency_key)
-    configs = _expand(body, settings)
-    if errors := _data_errors(session, owner, body, configs):
-        raise InvalidInput(errors)
-    # Uploads named by name are pinned to the dataset they name now, as for a job.
-    configs = [replace(c, spec=resolve_data_source(session, owner, c.spec)) for c in configs]
+    configs = prepare(session, owner, body, settings)
+    hashes = [reuse.spec_hash_of(session, owner, c.spec, settings) for c in configs]
+    earlier: list[Job | None] = [None] * len(configs)
+    if reuse_from is not None:
+        earlier = reuse.reusable_jobs(session, owner, hashes, reuse_from)
+    planned = _Planned(configs, hashes, earlier)
     return quota.insert_within_queued_config_cap(
-        session, owner, settings, lambda: _insert(session, owner, body, configs, digest, idempotency_key,
-                                                  enqueue_pack, settings), slots=len(configs))
+        session, owner, settings, lambda: _insert(session, owner, body, planned, digest, idempotency_key,
+                                                  enqueue_pack), slots=sum(e is None for e in earlier))
 
 
-def _insert(session: Session, owner: ApiKey, body: SweepFile, configs: list[GridConfig], digest: str,
-            idempotency_key: str | None, enqueue_pack: EnqueuePack, settings: Settings) -> SweepSubmission:
+@dataclass(frozen=True)
+class _Planned:
+    configs: list[GridConfig]
+    hashes: list[str | None]
+    earlier: list[Job | None]  # per config: the succeeded job it reuses, or None to train it
+
+
+def _insert(session: Session, owner: ApiKey, body: SweepFile, planned: _Planned, digest: str,
+            idempotency_key: str | None, enqueue_pack: EnqueuePack) -> SweepSubmission:
+    configs = planned.configs
     now = utcnow()
     sweep_id = new_id()
     values: dict[str, Any] = {
@@ -134,18 +162,28 @@ def _insert(session: Session, owner: ApiKey, body: SweepFile, configs: list[Grid
         return _replay(session, winner, digest, idempotency_key)
 
     job_ids = [new_id() for _ in configs]
-    packs = [Pack(f"{sweep_id}-{n}", [job_ids[i] for i in members], queue_for(configs[members[0]].spec),
-                  vectorized=configs[members[0]].spec.model.arch == "shallow")
-             for n, members in enumerate(plan_packs([c.spec for c in configs], _sizes(session, owner)))]
+    train = [i for i, done in enumerate(planned.earlier) if done is None]
+    packs = [Pack(f"{sweep_id}-{n}", [job_ids[train[i]] for i in members], queue_for(configs[train[members[0]]].spec),
+                  vectorized=configs[train[members[0]]].spec.model.arch == "shallow")
+             for n, members in enumerate(pack_members(session, owner, [configs[i].spec for i in train]))]
     pack_of = {job_id: pack for pack in packs for job_id in pack.job_ids}
-    jobs_repo.add_many(session, [{
-        "id": job_id, "owner_id": owner.id, "name": c.spec.name, "regime": c.spec.regime,
-        "spec": c.spec.model_dump(mode="json"), "queue": pack_of[job_id].queue, "status": JobStatus.QUEUED,
-        "attempt": 0, "cancel_requested": False, "step": 0, "total_steps": c.spec.optim.iterations,
-        "sweep_id": sweep_id, "sweep_index": c.index, "params": c.params, "pack_id": pack_of[job_id].id,
-        "spec_hash": reuse.spec_hash_of(session, owner, c.spec, settings),
-        "created_at": now, "updated_at": now,
-    } for job_id, c in zip(job_ids, configs, strict=True)])
+    rows = []
+    for job_id, c, hashed, done in zip(job_ids, configs, planned.hashes, planned.earlier, strict=True):
+        row: dict[str, Any] = {
+            "id": job_id, "owner_id": owner.id, "name": c.spec.name, "regime": c.spec.regime,
+            "spec": c.spec.model_dump(mode="json"), "queue": queue_for(c.spec), "status": JobStatus.QUEUED,
+            "attempt": 0, "cancel_requested": False, "step": 0, "total_steps": c.spec.optim.iterations,
+            "sweep_id": sweep_id, "sweep_index": c.index, "params": c.params, "pack_id": None, "reused_from": None,
+            "spec_hash": hashed, "created_at": now, "updated_at": now,
+        }
+        if done is None:
+            row.update(queue=pack_of[job_id].queue, pack_id=pack_of[job_id].id)
+        else:  # its result is the earlier job's: finished now, with that job's outcome (checkpoints follow it)
+            row.update(status=JobStatus.SUCCEEDED, reused_from=done.id, step=done.step, total_steps=done.total_steps,
+                       latest_metrics=done.latest_metrics, final_metrics=done.final_metrics, started_at=now,
+                       finished_at=now)
+        rows.append(row)
+    jobs_repo.add_many(session, rows)
 
     for pack in packs:
         after_commit(session, _sender(enqueue_pack, pack))
@@ -168,7 +206,8 @@ def _packs_of(session: Session, sweep: Sweep, configs: list[SweepConfigRow]) -> 
     """The packs a sweep was sent as, from its rows (an Idempotency-Key replay answers with them again)."""
     base_arch = sweep.spec.get("base", {}).get("model", {}).get("arch")
     packs: dict[str, Pack] = {}
-    for config, (job_id, pack_id) in zip(configs, jobs_repo.pack_ids(session, sweep.id), strict=True):
+    trained = [c for c in configs if c.reused_from is None]
+    for config, (job_id, pack_id) in zip(trained, jobs_repo.pack_ids(session, sweep.id), strict=True):
         arch = config.params.get("model.arch", base_arch)
         pack = packs.setdefault(pack_id or job_id, Pack(pack_id or job_id, [], "", vectorized=arch == "shallow"))
         pack.job_ids.append(job_id)
@@ -211,10 +250,14 @@ def created_out(session: Session, submission: SweepSubmission, now: datetime) ->
     out = sweep_out(session, submission.sweep, now)
     configs = jobs_repo.sweep_configs(session, submission.sweep.id)
     notes = []
+    if reused := sum(c.reused_from is not None for c in configs):
+        notes.append(f"{reused} config(s) reuse your earlier succeeded job of the same spec_hash (reused_from): "
+                     "they are succeeded already and were not queued")
     alone = sum(len(p.job_ids) for p in submission.packs if not p.vectorized)
     if alone:
         notes.append(f"{alone} config(s) are deep nets (mlp, resnet18): they train one job per pack, not vectorized")
-    notes.append(f"{len(configs)} configs in {len(submission.packs)} pack(s); each pack trains as one program")
+    queued = sum(len(p.job_ids) for p in submission.packs)
+    notes.append(f"{queued} config(s) to train in {len(submission.packs)} pack(s); each pack trains as one program")
     return SweepCreated(**out.model_dump(), job_ids=[c.id for c in configs],
                         packs=[PackOut(id=p.id, job_ids=p.job_ids, vectorized=p.vectorized)
                                for p in submission.packs], notes=notes)

@@ -154,6 +154,9 @@ class Job(Base):
     sweep_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     pack_id: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # A sweep config answered by an earlier succeeded job of the same spec_hash (Reuse: succeeded): its result
+    # (metrics, checkpoint) is that job's; this row never trains.
+    reused_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -58,6 +58,7 @@ class SweepConfigRow:
     error: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    reused_from: str | None = None  # not trained: the earlier succeeded job whose result it carries
 
 
 @dataclass
@@ -150,12 +151,14 @@ def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float)
 
 
 def newest_succeeded_by_hash(session: Session, owner_id: str, spec_hashes: Sequence[str]) -> dict[str, Job]:
-    """spec_hash -> the owner's most recently finished succeeded job with it (never a failed or cancelled one)."""
+    """spec_hash -> the owner's most recently finished succeeded job with it (never a failed or cancelled one, nor a
+    sweep config that itself reused one: the answer is always the job that trained)."""
     if not spec_hashes:
         return {}
     rank = func.row_number().over(partition_by=Job.spec_hash, order_by=(Job.finished_at.desc(), Job.id.desc()))
     ranked = (select(Job.id, rank.label("rank"))
-              .where(Job.owner_id == owner_id, Job.spec_hash.in_(set(spec_hashes)), Job.status == JobStatus.SUCCEEDED)
+              .where(Job.owner_id == owner_id, Job.spec_hash.in_(set(spec_hashes)), Job.status == JobStatus.SUCCEEDED,
+                     Job.reused_from.is_(None))
               .subquery())
     rows = session.scalars(select(Job).join(ranked, Job.id == ranked.c.id).where(ranked.c.rank == 1))
     return {str(job.spec_hash): job for job in rows}
@@ -223,16 +226,18 @@ def sweep_configs(session: Session, sweep_id: str) -> list[SweepConfigRow]:
     """Every config of a sweep, in grid order."""
     rows = session.execute(
         select(Job.id, Job.sweep_index, Job.params, Job.status, Job.step, Job.total_steps, Job.latest_metrics,
-               Job.final_metrics, Job.error, Job.started_at, Job.finished_at)
+               Job.final_metrics, Job.error, Job.started_at, Job.finished_at, Job.reused_from)
         .where(Job.sweep_id == sweep_id).order_by(Job.sweep_index)
     )
     return [SweepConfigRow(r.id, r.sweep_index or 0, r.params or {}, r.status, r.step, r.total_steps,
-                           r.latest_metrics, r.final_metrics, r.error, r.started_at, r.finished_at) for r in rows]
+                           r.latest_metrics, r.final_metrics, r.error, r.started_at, r.finished_at, r.reused_from)
+            for r in rows]
 
 
 def pack_ids(session: Session, sweep_id: str) -> list[tuple[str, str | None]]:
-    """(job id, pack id) of a sweep's configs, in grid order."""
-    rows = session.execute(select(Job.id, Job.pack_id).where(Job.sweep_id == sweep_id).order_by(Job.sweep_index))
+    """(job id, pack id) of a sweep's configs that were sent to train (not the reused ones), in grid order."""
+    rows = session.execute(select(Job.id, Job.pack_id).where(Job.sweep_id == sweep_id, Job.reused_from.is_(None))
+                           .order_by(Job.sweep_index))
     return [(r.id, r.pack_id) for r in rows]
 
 
