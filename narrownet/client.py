@@ -129,9 +129,11 @@ class NarrownetClient:
             body["reused"] = True
         return body
 
-    def plan(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """POST /v1/plan: the job's counts, queue and estimated run time; nothing is queued."""
-        return self._json("POST", "/v1/plan", json=spec)
+    def plan(self, spec: dict[str, Any], *, reuse: bool = False) -> dict[str, Any]:
+        """POST /v1/plan: a job spec's counts, queue and estimated run time, or a sweep's (a body with "grid"):
+        each config's plan, totals, packs and why configs train apart; reuse: leave out the configs you already
+        trained, as a submit with reuse would. Nothing is queued."""
+        return self._json("POST", "/v1/plan", json=spec, headers={"Reuse": "succeeded"} if reuse else {})
 
     def resolve_job_id(self, id_or_prefix: str) -> str:
         """The full id of the one job whose id starts with `id_or_prefix` (like git's short hashes)."""
@@ -238,10 +240,16 @@ class NarrownetClient:
         return _poll(lambda: self.job(job_id), f"job {job_id}", timeout, poll_interval, on_update)
 
     # ------------------------------------------------------------------------------------------- sweeps
-    def submit_sweep(self, sweep: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
-        """POST /v1/sweeps: {"name", "base": job spec, "grid": {dotted path: [values]}, "objective"}."""
+    def submit_sweep(self, sweep: dict[str, Any], *, idempotency_key: str | None = None, reuse: bool = False,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """POST /v1/sweeps: {"name", "base": job spec, "grid": {dotted path: [values]}, "objective"}. reuse: configs
+        whose spec_hash matches one of your succeeded jobs point at it (`reused_from`) and only the rest train;
+        dry_run: answer with the sweep's plan (as plan()) and queue nothing."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", "/v1/sweeps", json=sweep, headers=headers)
+        if reuse:
+            headers["Reuse"] = "succeeded"
+        params = {"dry_run": "true"} if dry_run else None
+        return self._json("POST", "/v1/sweeps", json=sweep, headers=headers, params=params)
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}")

@@ -1,7 +1,9 @@
-"""`narrownet plan SPEC.json`: what a job would be, asked of the service (POST /v1/plan); nothing is queued."""
+"""`narrownet plan FILE.json`: what a job spec or a sweep file would be, asked of the service (POST /v1/plan);
+nothing is queued."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,18 +73,68 @@ def summary(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
-def plan(
-    spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec (JSON)")],
-    as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
-) -> None:
-    """Plan a job without queueing it: width vs the paper's range, counts, queue, estimated run time, warnings."""
-    body = read_json_file(spec, "a job spec")
-    with api_errors(url), client(url, key) as api:
-        answer = api.plan(body)
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{axis}={json.dumps(value)}" for axis, value in params.items())
+
+
+def sweep_summary(plan: dict[str, Any]) -> str:
+    """A sweep's plan as lines a person reads: totals, packs and why they are apart, one line per config."""
+    t = plan["totals"]
+    lines = [f"plan for sweep {plan['name']}: {t['configs']} configs over {', '.join(plan['axes'])}",
+             f"to train: {t['to_train']} in {len(plan['packs'])} pack(s); reused: {t['reused']} (already trained)",
+             f"parameters: {t['parameters']:,} summed; compute: {_si(t['flops'], 'FLOP')} summed"]
+    if t["largest_pack_memory_bytes"] is not None:
+        lines.append(f"largest pack: ~{_bytes(t['largest_pack_memory_bytes'])} peak device memory (an upper bound)")
+    lines.append(f"estimated run time: {_seconds(t['estimated_seconds'])} summed over the configs to train (one "
+                 "worker, one after another)" if t["estimated_seconds"] is not None else
+                 f"estimated run time: no estimate yet for {t['configs_without_estimate']} config(s)")
+    for q in plan["queues"]:
+        lines.append(f"queue {q['name']}: {q['queued']} queued and {q['running']} running ahead")
+    lines.append(f"your queued sweep configs: {plan['queued_configs']} of {plan['queued_configs_cap']}")
+    for p in plan["packs"]:
+        how = "vectorized" if p["vectorized"] else "one at a time"
+        apart = f": {p['apart_because']}" if p["apart_because"] else ""
+        lines.append(f"pack {p['index']}: {p['size']} config(s) on {p['queue']}, {how}{apart}")
+    for c in plan["configs"]:
+        counts = []
+        if c["parameters"] is not None:
+            counts.append(f"{c['parameters']['total']:,} parameters")
+        if c["compute"] is not None:
+            counts.append(_si(c["compute"]["flops_per_run"], "FLOP"))
+        if c["memory"] is not None:
+            counts.append(f"~{_bytes(c['memory']['total'])}")
+        if c["estimate"]["seconds"] is not None:
+            counts.append(_seconds(c["estimate"]["seconds"]))
+        where = (f"reuses job {c['reusable_job_id']}" if c["reused"] else
+                 f"pack {c['pack']}" + (f" (job {c['reusable_job_id']} has it: --reuse)" if c["reusable_job_id"]
+                                        else ""))
+        lines.append(f"  #{c['index']} {_params(c['params'])}: {', '.join(counts) or 'not counted'}; {where}")
+    for warning in plan["warnings"]:
+        lines.append(f"{warning['level']}: {warning['field']}: {warning['message']}")
+    return "\n".join(lines)
+
+
+def show(answer: dict[str, Any], as_json: bool) -> None:
+    """Print a job's or a sweep's plan; exit 1 when it says the run would fail."""
     if as_json:
         print_json(answer)
     else:
-        out.print(summary(answer), highlight=False, markup=False)
+        text = sweep_summary(answer) if "packs" in answer else summary(answer)
+        out.print(text, highlight=False, markup=False)
     if any(w["level"] == "error" for w in answer.get("warnings", [])):
         raise typer.Exit(1)
+
+
+@app.command()
+def plan(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="job spec or sweep file (JSON)")],
+    reuse: Annotated[bool, typer.Option("--reuse", help="a sweep: leave out configs you already trained, as "
+                                                        "`narrownet sweep submit --reuse` would")] = False,
+    as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
+) -> None:
+    """Plan a job or a sweep without queueing it: width vs the paper's range, counts, queue, estimated run time,
+    a sweep's packs and why configs train apart, warnings."""
+    body = read_json_file(path, "a job spec or a sweep file")
+    with api_errors(url), client(url, key) as api:
+        answer = api.plan(body, reuse=reuse)
+    show(answer, as_json)

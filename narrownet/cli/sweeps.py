@@ -13,6 +13,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from narrownet.cli.common import JsonOpt, KeyOpt, UrlOpt, api_errors, client, err, fmt, out, print_json
+from narrownet.cli.plan import show as show_plan
 from trainer import cli as trainer_cli
 
 
@@ -67,15 +68,24 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="follow it: configs done / total, best so far")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="same key and file -> same sweep")] = None,
     timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds")] = 24 * 3600.0,
+    reuse: Annotated[bool, typer.Option("--reuse", help="configs you already trained (same spec_hash, succeeded) "
+                                                        "point at those jobs instead of training again")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the plan (counts, packs, run time) and queue "
+                                                            "nothing")] = False,
     as_json: JsonOpt = False, url: UrlOpt = None, key: KeyOpt = None,
 ) -> None:
     """Submit a sweep file to the service; each config becomes a job, packs train as one program."""
     body = _read(path)
     with api_errors(url), client(url, key) as api:
-        sweep = api.submit_sweep(body, idempotency_key=idempotency_key)
+        if dry_run:
+            show_plan(api.submit_sweep(body, reuse=reuse, dry_run=True), as_json)
+            return
+        sweep = api.submit_sweep(body, idempotency_key=idempotency_key, reuse=reuse)
         if not as_json:
-            out.print(f"submitted sweep {sweep['id']}: {sweep['n_configs']} configs in {len(sweep['packs'])} "
-                      "pack(s)", highlight=False)
+            reused = sweep["counts"].get("succeeded", 0) if reuse else 0
+            out.print(f"submitted sweep {sweep['id']}: {sweep['n_configs']} configs, "
+                      + (f"{reused} reused, " if reuse else "")
+                      + f"{sweep['n_configs'] - reused} to train in {len(sweep['packs'])} pack(s)", highlight=False)
         if not wait:
             if as_json:
                 print_json(sweep)
