@@ -1,6 +1,6 @@
 """Which configs share one vectorized program, and how packs are planned."""
 
-from trainer.packing import max_pack_size, pack_key, plan_packs
+from trainer.packing import max_pack_size, pack_key, plan_packs, why_apart
 from trainer.spec import JobSpec
 
 
@@ -42,3 +42,21 @@ def test_packs_are_split_by_memory_not_by_a_fixed_count():
     per_config_huge = lambda s: (1 << 24, 1 << 24)  # noqa: E731  # state too big for more than one per pack
     assert plan_packs(specs, per_config_huge) == [[i] for i in range(10)]
     assert max_pack_size(spec(), 1000, 20) > max_pack_size(spec(model={"width": 2000}), 1000, 20) >= 1
+
+
+def test_why_apart_names_the_fields_that_differ_deep_nets_and_the_memory_bound():
+    mlp = JobSpec.model_validate({"regime": "regular", "model": {"arch": "mlp", "hidden": [8]},
+                                  "data": {"source": "digits"}, "loss": "cross_entropy",
+                                  "optim": {"lr": 0.1, "iterations": 5}})
+    specs = [spec(), spec(seed=3), spec(regime="regular", model={"width": 22}), mlp, spec(optim={"iterations": 11})]
+    packs = plan_packs(specs)
+    assert packs == [[0, 1], [2], [3], [4]]
+    assert why_apart(specs, packs) == [
+        None,
+        "differs from pack 0 in model.width, regime: within a pack only lr_hidden, lr_outer, radius and seed may "
+        "differ",
+        "mlp configs train one at a time: only shallow nets are vectorized",
+        "differs from pack 0 in optim.iterations: within a pack only lr_hidden, lr_outer, radius and seed may differ"]
+    huge = lambda s: (1 << 24, 1 << 24)  # noqa: E731
+    split = plan_packs(specs[:2], huge)
+    assert why_apart(specs[:2], split, huge)[1].startswith("split from pack 0: at most 1 configs like these")
