@@ -102,7 +102,9 @@ class JobEventHub:
             job = repo.get(session, job_id)
             assert job is not None, f"job {job_id} vanished"  # jobs are never deleted
             out = JobOut.from_row(job, utcnow())
-            points = repo.metric_points(session, job_id, since_step=after_step, every=1, limit=PAGE)
+            # A reused sweep config's points are those of the job that trained it.
+            points = repo.metric_points(session, job.reused_from or job_id, since_step=after_step, every=1,
+                                        limit=PAGE)
         return Snapshot(out, list(points))
 
     async def _read(self, job_id: str, after_step: int | None) -> Snapshot:
@@ -111,7 +113,8 @@ class JobEventHub:
     async def _last_step(self, job_id: str) -> int | None:
         def read() -> int | None:
             with self.sessions() as session:
-                return repo.last_metric_step(session, job_id)
+                job = repo.get(session, job_id)
+                return repo.last_metric_step(session, job.reused_from if job and job.reused_from else job_id)
 
         return await anyio.to_thread.run_sync(read, limiter=self._reads)
 

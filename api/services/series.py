@@ -59,17 +59,19 @@ def reduce_min_max(steps: list[int], values: list[float], buckets: int) -> tuple
 def metric_series(session: Session, owner: ApiKey, job_ids: Sequence[str], metric: str, *,
                   from_step: int | None, to_step: int | None, points: int | None) -> list[JobSeries]:
     """Each job's series of `metric`, in the order asked; `points` bounds each series (2 per bucket)."""
-    get_jobs(session, owner, job_ids)  # 404 unless all are the caller's
+    # 404 unless all are the caller's; a reused sweep config's series is the one of the job that trained it.
+    trained = {job.id: job.reused_from or job.id for job in get_jobs(session, owner, job_ids)}
     if from_step is not None and to_step is not None and from_step > to_step:
         raise InvalidInput([("query.to_step", f"must be at least from_step ({from_step})")])
-    found = repo.metric_series(session, job_ids, metric, from_step=from_step, to_step=to_step,
-                               limit=MAX_POINTS_READ + 1)
+    found = repo.metric_series(session, list(dict.fromkeys(trained.values())), metric, from_step=from_step,
+                               to_step=to_step, limit=MAX_POINTS_READ + 1)
     if sum(len(s) for s in found.values()) > MAX_POINTS_READ:
         raise InvalidInput([("query.job_ids", f"these series hold more than {MAX_POINTS_READ} points in all; ask "
                              "for fewer jobs or a step range (from_step, to_step)")])
     result = []
     for job_id in job_ids:
-        steps, values = [s for s, _ in found.get(job_id, [])], [v for _, v in found.get(job_id, [])]
+        series = found.get(trained[job_id], [])
+        steps, values = [s for s, _ in series], [v for _, v in series]
         if points is not None:
             steps, values = reduce_min_max(steps, values, max(1, points // 2))
         result.append(JobSeries(job_id, steps, values))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from core.db.models import Job, JobStatus, Sweep, utcnow
+from core.db.models import Job, JobStatus, MetricPoint, Sweep, utcnow
 from tests.api.conftest import Api, ApiFactory
 from tests.api.test_api_metrics_checkpoints import write_checkpoint
 from tests.api.test_api_sweeps import BASE, GRID, body
@@ -40,6 +40,9 @@ def train(api: Api, sweep: dict[str, Any], status: JobStatus = JobStatus.SUCCEED
     """Leave every config as the worker leaves a finished one: its outcome, final metrics and a final checkpoint."""
     for n, job_id in enumerate(sweep["job_ids"]):
         write_checkpoint(api, job_id, 10, final=True)
+        with api.session() as s:
+            s.add_all([MetricPoint(job_id=job_id, step=step, attempt=1, values={"train_loss": 1.0 / (n + step + 1)})
+                       for step in (0, 10)])
         api.update_job(job_id, status=status, started_at=utcnow(), finished_at=utcnow(), step=10,
                        final_metrics={"train_loss": 0.5 / (n + 1), "step": 10})
     api.drain_queue("cpu")
@@ -172,6 +175,15 @@ class TestReuseSweep:
         mine = await api.client.get(f"/v1/jobs/{again['job_ids'][5]}/checkpoint", headers=user)
         theirs = await api.client.get(f"/v1/jobs/{first['job_ids'][5]}/checkpoint", headers=user)
         assert mine.status_code == 200 and mine.content == theirs.content
+        # So are its metrics: as a series, in the compare view's series and on its event stream.
+        points = [(await api.client.get(f"/v1/jobs/{i}/metrics", headers=user)).json()["points"]
+                  for i in (again["job_ids"][5], first["job_ids"][5])]
+        assert points[0] == points[1] and len(points[0]) == 2
+        series = (await api.client.get("/v1/series", headers=user, params={
+            "job_ids": f"{again['job_ids'][5]},{first['job_ids'][5]}"})).json()["series"]
+        assert series[0]["values"] == series[1]["values"] and len(series[0]["values"]) == 2
+        events = await api.client.get(f"/v1/jobs/{again['job_ids'][5]}/events", headers=user)
+        assert events.status_code == 200 and events.text.count("event: metrics") >= 1
 
     async def test_a_partly_overlapping_grid_queues_only_the_new_configs(self, api: Api) -> None:
         user = api.new_user()
