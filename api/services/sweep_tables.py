@@ -145,6 +145,7 @@ def summarize(grid: Mapping[str, Sequence[Any]], configs: Sequence[SweepConfigRo
                 "succeeded": 0}
 
     cells = [[[cell(r, c) for c in col_values] for r in row_values] for _ in split_values]
+    recorded: set[str] = set()  # the metrics some succeeded config has a value of: the choices for `metric`
     for config in configs:
         p = config.params
         s = splits_at.get(canonical(p.get(ask.split))) if ask.split else 0
@@ -157,11 +158,11 @@ def summarize(grid: Mapping[str, Sequence[Any]], configs: Sequence[SweepConfigRo
         if config.status is not JobStatus.SUCCEEDED:
             continue
         target["succeeded"] += 1
+        recorded.update(name for name in (config.final_metrics or {})
+                        if name not in recorded and metric_value(config.final_metrics, name) is not None)
         value = metric_value(config.final_metrics, ask.metric)
         if value is not None and (target["value"] is None or _better(value, target["value"], ask.reduce)):
             target.update(value=value, job_id=config.id, params=config.params)
-    recorded = {name for config in configs if config.status is JobStatus.SUCCEEDED
-                for name in (config.final_metrics or {}) if metric_value(config.final_metrics, name) is not None}
     return {
         "metric": ask.metric, "metrics": [m for m in METRICS if m in recorded], "reduce": ask.reduce,
         "rows": {"axis": ask.rows, "values": row_values},

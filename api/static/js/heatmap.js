@@ -50,7 +50,7 @@ export function colourScale(values, wantLog) {
     for (let d = Math.ceil(lo); d <= Math.floor(hi); d++) ticks.push(10 ** d);
     const step = Math.ceil(ticks.length / 6);
     ticks = ticks.filter((_, i) => i % step === 0);
-    if (ticks.length < 2) ticks = [10 ** lo, 10 ** hi];
+    if (ticks.length < 3) ticks = Array.from({ length: 5 }, (_, i) => 10 ** (lo + ((hi - lo) * i) / 4));
   } else {
     ticks = Array.from({ length: 5 }, (_, i) => lo + ((hi - lo) * i) / 4);
   }
@@ -60,7 +60,23 @@ export function colourScale(values, wantLog) {
 // Every k-th label, so that labels are at least `min` pixels apart.
 const every = (size, min) => Math.max(1, Math.ceil(min / size));
 
-function panelSvg(summary, panel, scale, layout) {
+// What a cell's tooltip says: where it is, its value, and the config (over the other axes) that achieved it.
+function tipFor(summary, k, i, j) {
+  const { rows, cols, split, metric } = summary;
+  const cell = summary.panels[k].cells[i][j];
+  const where = [[rows.axis, cell.row], ...(cols ? [[cols.axis, cell.col]] : []),
+    ...(split ? [[split.axis, summary.panels[k].split]] : [])].map(([a, v]) => `${a} = ${axisLabel(a, v)}`).join(", ");
+  if (cell.value === null || cell.value === undefined) {
+    return `${where}\nno value: ${cell.succeeded} of ${cell.configs} configs succeeded`;
+  }
+  const others = Object.entries(cell.params ?? {})
+    .filter(([a]) => a !== rows.axis && a !== cols?.axis && a !== split?.axis)
+    .map(([a, v]) => `${a} = ${axisLabel(a, v)}`).join(", ");
+  return `${where}\n${summary.reduce} ${metric} = ${cell.value}\n`
+    + `best of ${cell.succeeded} succeeded / ${cell.configs} configs${others ? ` (at ${others})` : ""}\nclick: open its job`;
+}
+
+function panelSvg(summary, panel, k, scale, layout) {
   const { rows, cols, split, metric } = summary;
   const { cellW, cellH, left, top, showNumbers } = layout;
   const nCols = panel.cells[0]?.length ?? 0;
@@ -70,10 +86,12 @@ function panelSvg(summary, panel, scale, layout) {
   const out = [];
   const title = split ? `${split.axis} = ${axisLabel(split.axis, panel.split)}` : "";
   out.push(`<svg class="panel" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" `
-    + `viewBox="0 0 ${width} ${height}" data-split="${esc(axisLabel(split?.axis, panel.split))}" role="img" `
-    + `aria-label="${esc(title || metric)}">`);
+    + `viewBox="0 0 ${width} ${height}" data-p="${k}" data-split="${esc(axisLabel(split?.axis, panel.split))}" `
+    + `role="img" aria-label="${esc(title || metric)}">`);
   if (title) out.push(`<text class="panel-title" x="${left + (nCols * cellW) / 2}" y="16" text-anchor="middle">${esc(title)}</text>`);
   const rowStep = every(cellH, 14);
+  const w = cellW - 1;
+  const h = cellH - 1;
   panel.cells.forEach((line, i) => {
     const y = top + i * cellH;
     if (i % rowStep === 0) {
@@ -84,26 +102,16 @@ function panelSvg(summary, panel, scale, layout) {
       const x = left + j * cellW;
       const has = cell.value !== null && cell.value !== undefined;
       const t = has ? scale.t(cell.value) : 0;
-      const fill = has ? viridis(t) : "#eceff3";
-      const where = `${rows.axis} = ${axisLabel(rows.axis, cell.row)}`
-        + (cols ? `, ${cols.axis} = ${axisLabel(cols.axis, cell.col)}` : "") + (title ? `, ${title}` : "");
-      const others = cell.params ? Object.entries(cell.params)
-        .filter(([k]) => k !== rows.axis && k !== cols?.axis && k !== split?.axis)
-        .map(([k, v]) => `${k} = ${axisLabel(k, v)}`).join(", ") : "";
-      const tip = has
-        ? `${where}\n${summary.reduce} ${metric} = ${cell.value}\nbest of ${cell.succeeded} succeeded / ${cell.configs} configs`
-          + (others ? ` (at ${others})` : "") + "\nclick: open its job"
-        : `${where}\nno value: ${cell.succeeded} of ${cell.configs} configs succeeded`;
-      const rect = `<rect x="${x}" y="${y}" width="${cellW - 1}" height="${cellH - 1}" fill="${fill}"/>`;
+      const rect = `<rect x="${x}" y="${y}" width="${w}" height="${h}" fill="${has ? viridis(t) : "#eceff3"}"/>`;
       const text = showNumbers
-        ? `<text x="${x + (cellW - 1) / 2}" y="${y + (cellH - 1) / 2}" text-anchor="middle" dominant-baseline="central" `
+        ? `<text x="${x + w / 2}" y="${y + h / 2}" text-anchor="middle" dominant-baseline="central" `
           + `class="${has ? (t > 0.62 ? "dark" : "light") : "none"}">${has ? cellText(cell.value) : "–"}</text>`
         : "";
       if (has && cell.job_id) {
         out.push(`<a class="cell" href="/ui/jobs/${esc(cell.job_id)}" data-job-id="${esc(cell.job_id)}" `
-          + `data-value="${cell.value}">${rect}${text}<title>${esc(tip)}</title></a>`);
+          + `data-value="${cell.value}" data-r="${i}" data-c="${j}">${rect}${text}</a>`);
       } else {
-        out.push(`<g class="cell empty">${rect}${text}<title>${esc(tip)}</title></g>`);
+        out.push(`<g class="cell empty" data-r="${i}" data-c="${j}">${rect}${text}</g>`);
       }
     });
   });
@@ -122,14 +130,14 @@ function panelSvg(summary, panel, scale, layout) {
   return out.join("");
 }
 
-function colourBarSvg(scale, height) {
+function colourBarSvg(scale, height, metric) {
   const barH = Math.max(80, Math.min(height - 40, 260));
   const stops = Array.from({ length: 9 }, (_, i) => `<stop offset="${i / 8}" stop-color="${viridis(1 - i / 8)}"/>`).join("");
-  const out = [`<svg class="colour-bar" xmlns="http://www.w3.org/2000/svg" width="96" height="${barH + 40}" `
+  const out = [`<svg class="colour-bar" xmlns="http://www.w3.org/2000/svg" width="150" height="${barH + 40}" `
     + `data-scale="${scale.log ? "log" : "linear"}">`,
   `<defs><linearGradient id="heatmap-gradient" x1="0" y1="0" x2="0" y2="1">${stops}</linearGradient></defs>`,
   `<rect x="8" y="26" width="16" height="${barH}" fill="url(#heatmap-gradient)"/>`,
-  `<text class="tick" x="8" y="14">${scale.log ? "log scale" : "linear"}</text>`];
+  `<text class="tick" x="8" y="14">${esc(metric)} (${scale.log ? "log" : "linear"})</text>`];
   for (const v of scale.ticks) {
     const y = 26 + barH * (1 - scale.t(v));
     out.push(`<line x1="24" x2="28" y1="${y}" y2="${y}" stroke="#5f6b7a"/>`
@@ -137,6 +145,28 @@ function colourBarSvg(scale, height) {
   }
   out.push("</svg>");
   return out.join("");
+}
+
+// One tooltip for all cells (a <title> per cell would add 2,500 nodes to a 50 x 50 grid), following the pointer.
+const shown = new WeakMap();
+function followTips(el, summary) {
+  const first = !shown.has(el);
+  shown.set(el, summary);
+  if (!first) return;
+  el.addEventListener("pointermove", (event) => {
+    const tip = el.querySelector(".heatmap-tip");
+    const cell = event.target.closest?.(".cell");
+    if (!tip) return;
+    if (!cell) { tip.hidden = true; return; }
+    const k = Number(cell.closest("svg.panel").dataset.p);
+    tip.textContent = tipFor(shown.get(el), k, Number(cell.dataset.r), Number(cell.dataset.c));
+    tip.hidden = false;
+    // Fixed to the viewport, so the scrolling container does not clip it (CSSOM, which the CSP allows).
+    const right = event.clientX + 14 + tip.offsetWidth > window.innerWidth;
+    tip.style.left = `${right ? event.clientX - 14 - tip.offsetWidth : event.clientX + 14}px`;
+    tip.style.top = `${event.clientY + 14}px`;
+  });
+  el.addEventListener("pointerleave", () => { const tip = el.querySelector(".heatmap-tip"); if (tip) tip.hidden = true; });
 }
 
 // Draw `summary` into `el` (replacing what was there); returns how many cells carry a value.
@@ -155,12 +185,14 @@ export function drawHeatmap(el, summary, { log = true } = {}) {
   let perLine = nPanels;
   let cellW = Math.floor((avail / perLine - left - 16) / nCols);
   if (cellW < 20 && nPanels > 1) { perLine = 1; cellW = Math.floor((avail - left - 16) / nCols); }
-  cellW = Math.max(4, Math.min(cellW, 96));
+  cellW = Math.max(4, Math.min(cellW, 120));
   const showNumbers = cellW >= 46;
-  const cellH = showNumbers ? Math.max(24, Math.min(Math.round(cellW * 0.45), 40)) : Math.max(4, Math.min(cellW, 24));
+  const cellH = showNumbers ? Math.max(24, Math.min(Math.round(cellW * 0.4), 44)) : Math.max(4, Math.min(cellW, 24));
   const layout = { cellW, cellH, left, top, showNumbers };
-  const panels = summary.panels.map((panel) => panelSvg(summary, panel, scale, layout)).join("");
-  el.innerHTML = `<div class="panels">${panels}</div>${values.length ? colourBarSvg(scale, top + nRows * cellH) : ""}`;
+  const panels = summary.panels.map((panel, k) => panelSvg(summary, panel, k, scale, layout)).join("");
+  el.innerHTML = `<div class="panels">${panels}</div>${values.length ? colourBarSvg(scale, top + nRows * cellH, summary.metric) : ""}`
+    + '<div class="heatmap-tip" role="tooltip" hidden></div>';
+  followTips(el, summary);
   el.dataset.panels = String(nPanels);
   el.dataset.cells = String(values.length);
   el.dataset.scale = scale.log ? "log" : "linear";

@@ -18,7 +18,11 @@ function fill(row, sweep) {
   link.href = `/ui/sweeps/${sweep.id}`;
   link.textContent = sweep.name;
   set("status", sweep.status);
-  for (const cell of row.querySelectorAll("[data-count]")) cell.textContent = String(sweep.counts[cell.dataset.count] ?? 0);
+  for (const cell of row.querySelectorAll("[data-count]")) {
+    const n = sweep.counts[cell.dataset.count] ?? 0;
+    cell.textContent = String(n);
+    cell.classList.toggle("zero", n === 0);
+  }
   set("configs", String(sweep.n_configs));
   row.querySelector('[data-field="progress"]').value = sweep.progress;
   set("percent", `${Math.floor(sweep.progress * 100)}%`);
@@ -39,6 +43,9 @@ async function refresh() {
   const rows = page.items.map((sweep) => { const row = rowFor(sweep); fill(row, sweep); return row; });
   body.replaceChildren(...rows);
   total.textContent = String(page.total);
+  const offset = Number(table.dataset.offset);
+  document.querySelector('[data-testid="sweeps-range"]').textContent =
+    `${page.total ? offset + 1 : 0}–${Math.min(offset + Number(table.dataset.limit), page.total)} of ${page.total}`;
   document.querySelector('[data-testid="no-sweeps"]')?.toggleAttribute("hidden", rows.length > 0);
 }
 
