@@ -131,7 +131,7 @@ def add_sweep(session: Session, owner_id: str, widths: int, radii: int, regimes:
     return sweep_id
 
 
-def heatmap_figures(base: str, key: str, sweeps: dict[str, str]) -> None:
+def heatmap_figures(base: str, key: str, sweeps: dict[str, str], shots: Path | None) -> None:
     """Per sweep: (fetch ms, draw ms, frame ms) of the sweep page's heatmap, median of 5 page loads."""
     from playwright.sync_api import sync_playwright
 
@@ -160,6 +160,8 @@ def heatmap_figures(base: str, key: str, sweeps: dict[str, str]) -> None:
             fetch, draw, frame = (statistics.median(r[i] for r in runs[1:]) for i in range(3))
             figures[label] = (fetch, draw, frame)
             cells = page.get_attribute(heatmap, "data-cells")
+            if shots is not None:
+                page.screenshot(path=str(shots / f"heatmap-{label.replace(' ', '')}.png"), full_page=True)
             print(f"  {label:24s} {cells:>5s} cells: fetch {fetch:7.1f} ms   draw {draw:6.1f} ms   "
                   f"painted {frame:6.1f} ms after the data   fetch + painted {fetch + frame:7.1f} ms")
         small = figures["5 x 5"]
@@ -175,6 +177,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--sections", default="1,2,3,4,5,6", help="which of the measurements to run")
+    parser.add_argument("--heatmap-shots", type=Path, default=None, help="save section 6's pages as PNGs here")
     args = parser.parse_args()
     sections = {int(n) for n in args.sections.split(",")}
 
@@ -248,7 +251,7 @@ def main() -> None:
             for template, size in page_weights().items():
                 print(f"  {template:14s} {size / 1024:7.1f} KB")
         if 6 in sections:
-            heatmap_figures(base, sweeper_key, heatmaps)
+            heatmap_figures(base, sweeper_key, heatmaps, args.heatmap_shots)
 
 def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespace) -> None:
     from playwright.sync_api import sync_playwright

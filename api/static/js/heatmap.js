@@ -130,6 +130,13 @@ function panelSvg(summary, panel, k, scale, layout) {
   return out.join("");
 }
 
+// A decade on a log bar reads 1e-6 (and 1, 10, 100 near one); anything else as a cell does.
+function tickText(v, log) {
+  const d = Math.log10(v);
+  if (log && Math.abs(d - Math.round(d)) < 1e-9) return Math.abs(d) <= 2 ? String(10 ** Math.round(d)) : `1e${Math.round(d)}`;
+  return cellText(v);
+}
+
 function colourBarSvg(scale, height, metric) {
   const barH = Math.max(80, Math.min(height - 40, 260));
   const stops = Array.from({ length: 9 }, (_, i) => `<stop offset="${i / 8}" stop-color="${viridis(1 - i / 8)}"/>`).join("");
@@ -141,7 +148,7 @@ function colourBarSvg(scale, height, metric) {
   for (const v of scale.ticks) {
     const y = 26 + barH * (1 - scale.t(v));
     out.push(`<line x1="24" x2="28" y1="${y}" y2="${y}" stroke="#5f6b7a"/>`
-      + `<text class="tick" x="31" y="${y}" dominant-baseline="central">${cellText(v)}</text>`);
+      + `<text class="tick" x="31" y="${y}" dominant-baseline="central">${tickText(v, scale.log)}</text>`);
   }
   out.push("</svg>");
   return out.join("");
@@ -180,11 +187,12 @@ export function drawHeatmap(el, summary, { log = true } = {}) {
   const longest = Math.max(...summary.rows.values.map((v) => axisLabel(summary.rows.axis, v).length), 1);
   const left = 30 + Math.min(longest, 16) * 7.2;
   const top = summary.split ? 28 : 8;
-  const avail = Math.max(320, el.clientWidth - 110);
-  // Side by side while cells stay at least 20 px wide, else one panel per line.
+  const avail = Math.max(320, el.clientWidth - 170);  // the colour bar (150) and the gap before it
+  // Side by side (regimes next to each other, as in Figure 4) while cells stay at least 8 px wide.
   let perLine = nPanels;
-  let cellW = Math.floor((avail / perLine - left - 16) / nCols);
-  if (cellW < 20 && nPanels > 1) { perLine = 1; cellW = Math.floor((avail - left - 16) / nCols); }
+  const fit = (n) => Math.floor(((avail - 20 * (n - 1)) / n - left - 10) / nCols);  // 20: the gap between panels
+  let cellW = fit(perLine);
+  if (cellW < 8 && nPanels > 1) { perLine = 1; cellW = fit(1); }
   cellW = Math.max(4, Math.min(cellW, 120));
   const showNumbers = cellW >= 46;
   const cellH = showNumbers ? Math.max(24, Math.min(Math.round(cellW * 0.4), 44)) : Math.max(4, Math.min(cellW, 24));
