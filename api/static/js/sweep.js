@@ -81,7 +81,11 @@ for (const name of AXES) {
     changed();
   });
 }
-select("metric").addEventListener("change", () => { state.metric = select("metric").value; state.reduce = ""; changed(); });
+select("metric").addEventListener("change", () => {
+  state.metric = select("metric").value;
+  state.reduce = state.metric.endsWith("accuracy") ? "max" : "";  // "": the server's default for the metric
+  changed();
+});
 select("reduce").addEventListener("change", () => { state.reduce = select("reduce").value; changed(); });
 select("log").addEventListener("change", () => {
   state.log = select("log").checked;
