@@ -71,6 +71,12 @@ def run_label(spec: dict[str, Any]) -> dict[str, Any]:
     return {"model": model_summary(spec), "radius": (spec.get("constraint") or {}).get("radius"), "lr": lr}
 
 
+# The final metrics a sweep's heatmap can show (trainer.grid.METRICS), as the metric selector names them.
+METRIC_TITLES = {"train_loss": "final train loss", "test_loss": "final test loss", "train_accuracy": "train accuracy",
+                 "test_accuracy": "test accuracy", "w_dist": "‖W − W₀‖ (w_dist)",
+                 "jacobian_sigma_min": "σmin(J)", "v_min": "min |v|", "v_ratio": "max |v| / min |v|"}
+
+
 def as_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
 

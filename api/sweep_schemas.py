@@ -36,6 +36,8 @@ class SweepItem(BaseModel):
     progress: float = Field(ge=0, le=1, description="finished configs whole, unfinished ones by their steps")
     axes: list[str]
     objective: Objective
+    best_value: float | None = Field(description="the objective's best value so far: succeeded configs' final "
+                                                 "values, running ones' latest")
     cancel_requested: bool
     created_at: UtcDatetime
     jobs_url: str = Field(description="its configs as jobs: GET /v1/jobs?sweep_id=")
@@ -110,6 +112,7 @@ class SummaryAxis(BaseModel):
 class SweepSummary(BaseModel):
     sweep_id: str
     metric: str
+    metrics: list[str] = Field(description="the metrics the sweep's succeeded configs recorded (choices for metric)")
     reduce: Literal["min", "max"]
     rows: SummaryAxis
     cols: SummaryAxis | None

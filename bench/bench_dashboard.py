@@ -2,7 +2,7 @@
 measured in the same run. Starts its own app (uvicorn in a thread, the embedded SQLite database under a temp
 dir) and drives Debian's Chromium with Playwright. Run:
 
-    .venv/bin/python bench/bench_dashboard.py [--jobs 10000] [--runs 50] [--points 10000]
+    .venv/bin/python bench/bench_dashboard.py [--jobs 10000] [--runs 50] [--points 10000] [--sections 1,2,3,4,5,6]
 
   1. jobs page: GET /ui/jobs (first page, server-rendered) and GET /v1/jobs?limit=50 for an owner of --jobs
      jobs vs an owner of 10 jobs (median of 30 requests, server time seen by an HTTP client on loopback).
@@ -12,6 +12,9 @@ dir) and drives Debian's Chromium with Playwright. Run:
      uPlot alone drawing --runs x --points points at full resolution vs 1 x --points.
   4. live latency: a point stored by a writer (as a worker does) until it arrives on an open event stream.
   5. page weight: JS + CSS per page, gzipped.
+  6. sweep heatmap: /ui/sweeps/{id} for a finished 50 x 50 grid (2,500 configs; and 2 regimes x 50 x 50):
+     fetch of /v1/sweeps/{id}/summary and drawing (SVG built, styled and laid out; and to the next painted
+     frame), measured in the page, vs a 5 x 5 grid.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from api.app import create_app
 from api.pages import STATIC_DIR
 from api.services.keys import create_key
 from core.db.migrate import upgrade
-from core.db.models import Job, JobStatus, MetricPoint, new_id, utcnow
+from core.db.models import Job, JobStatus, MetricPoint, Sweep, new_id, utcnow
 from core.db.session import make_engine
 from core.settings import Settings
 from narrownet.client import NarrownetClient
@@ -97,7 +100,75 @@ def page_weights() -> dict[str, int]:
         return found
 
     return {t: sum(len(gzip.compress(p.read_bytes(), 9)) for p in assets(t))
-            for t in ("login.html", "jobs.html", "job.html", "compare.html", "docs.html")}
+            for t in ("login.html", "jobs.html", "job.html", "compare.html", "sweeps.html", "sweep.html",
+                      "docs.html")}
+
+
+def add_sweep(session: Session, owner_id: str, widths: int, radii: int, regimes: int = 1) -> str:
+    """A finished sweep of regimes x widths x radii succeeded configs whose losses span 12 decades."""
+    grid: dict[str, list[Any]] = {"regime": ["regular", "constrained"][:regimes],
+                                  "model.width": [8 * (i + 1) for i in range(widths)],
+                                  "constraint.radius": [round(0.1 * (j + 1), 3) for j in range(radii)]}
+    sweep_id, now = new_id(), utcnow()
+    session.add(Sweep(id=sweep_id, owner_id=owner_id, name=f"bench-{regimes}x{widths}x{radii}",
+                      spec={"name": "bench", "base": SPEC, "grid": grid,
+                            "objective": {"metric": "train_loss", "mode": "min"}},
+                      axes=list(grid), n_configs=regimes * widths * radii, objective_metric="train_loss",
+                      objective_mode="min", created_at=now, updated_at=now))
+    session.flush()
+    rows = []
+    for k, regime in enumerate(grid["regime"]):
+        for i, width in enumerate(grid["model.width"]):
+            for j, radius in enumerate(grid["constraint.radius"]):
+                loss = 10 ** (-12 * (i + j) / max(widths + radii - 2, 1)) * (1 + k)
+                rows.append({"id": new_id(), "owner_id": owner_id, "name": "cfg", "regime": regime, "spec": SPEC,
+                             "queue": "cpu", "status": JobStatus.SUCCEEDED, "step": 10, "total_steps": 10,
+                             "attempt": 1, "sweep_id": sweep_id, "sweep_index": len(rows),
+                             "params": {"regime": regime, "model.width": width, "constraint.radius": radius},
+                             "final_metrics": {"train_loss": loss, "w_dist": radius * 0.9},
+                             "created_at": now, "updated_at": now, "finished_at": now})
+    session.execute(insert(Job), rows)
+    return sweep_id
+
+
+def heatmap_figures(base: str, key: str, sweeps: dict[str, str], shots: Path | None) -> None:
+    """Per sweep: (fetch ms, draw ms, frame ms) of the sweep page's heatmap, median of 5 page loads."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1360, "height": 860})
+        page.goto(base + "/ui/login")
+        page.fill('input[name="api_key"]', key)
+        page.click('[data-testid="sign-in"]')
+        page.wait_for_url(re.compile("/ui/jobs"))
+        heatmap = '[data-testid="sweep-heatmap"]'
+        print("\n6. sweep heatmap on /ui/sweeps/{id}, log colour (median of 5 page loads; in the page: fetch of the "
+              "summary, then SVG built + styled + laid out, then to the next painted frame)")
+        figures: dict[str, tuple[float, float, float]] = {}
+        for label, sweep_id in sweeps.items():
+            runs = []
+            for _ in range(6):
+                page.goto(f"{base}/ui/sweeps/{sweep_id}")
+                deadline = time.monotonic() + 120
+                while not page.get_attribute(heatmap, "data-frame-ms"):
+                    assert time.monotonic() < deadline, "the sweep page did not draw"
+                    time.sleep(0.02)
+                runs.append(tuple(float(page.get_attribute(heatmap, a) or "nan")
+                                  for a in ("data-fetch-ms", "data-draw-ms", "data-frame-ms")))
+            fetch, draw, frame = (statistics.median(r[i] for r in runs[1:]) for i in range(3))
+            figures[label] = (fetch, draw, frame)
+            cells = page.get_attribute(heatmap, "data-cells")
+            if shots is not None:
+                page.screenshot(path=str(shots / f"heatmap-{label.replace(' ', '')}.png"), full_page=True)
+            print(f"  {label:24s} {cells:>5s} cells: fetch {fetch:7.1f} ms   draw {draw:6.1f} ms   "
+                  f"painted {frame:6.1f} ms after the data   fetch + painted {fetch + frame:7.1f} ms")
+        small = figures["5 x 5"]
+        for label, (fetch, _, frame) in figures.items():
+            if label != "5 x 5":
+                print(f"  ratio {label} / 5 x 5: fetch {fetch / small[0]:5.1f}   painted {frame / small[2]:5.1f}")
+        browser.close()
 
 
 def main() -> None:
@@ -105,7 +176,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--points", type=int, default=10_000)
+    parser.add_argument("--sections", default="1,2,3,4,5,6", help="which of the measurements to run")
+    parser.add_argument("--heatmap-shots", type=Path, default=None, help="save section 6's pages as PNGs here")
     args = parser.parse_args()
+    sections = {int(n) for n in args.sections.split(",")}
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dashboard-")))
@@ -120,14 +194,20 @@ def main() -> None:
             big, big_key = create_key(s, "big")
             small, small_key = create_key(s, "small")
             curves, curves_key = create_key(s, "curves")
-            big_id, small_id, curves_id = big.id, small.id, curves.id
+            sweeper, sweeper_key = create_key(s, "sweeper")
+            big_id, small_id, curves_id, sweeper_id = big.id, small.id, curves.id, sweeper.id
         t0 = time.perf_counter()
+        runs: list[str] = []
         with Session(writer) as s, s.begin():
-            add_jobs(s, big_id, args.jobs)
-            add_jobs(s, small_id, 10)
-            runs = add_jobs(s, curves_id, args.runs)
-            add_points(s, runs, args.points)
-        print(f"setup: {args.jobs} + 10 jobs, {args.runs} x {args.points} points in "
+            if sections & {1}:
+                add_jobs(s, big_id, args.jobs)
+                add_jobs(s, small_id, 10)
+            if sections & {2, 3, 4}:
+                runs = add_jobs(s, curves_id, args.runs)
+                add_points(s, runs, args.points)
+            heatmaps = {"5 x 5": add_sweep(s, sweeper_id, 5, 5), "50 x 50": add_sweep(s, sweeper_id, 50, 50),
+                        "2 regimes x 50 x 50": add_sweep(s, sweeper_id, 50, 50, regimes=2)} if 6 in sections else {}
+        print(f"setup: {args.jobs} + 10 jobs, {args.runs} x {args.points} points, sweeps {list(heatmaps)} in "
               f"{time.perf_counter() - t0:.1f}s (sqlite)")
 
         base = stack.enter_context(serving_in_thread(app))
@@ -137,41 +217,41 @@ def main() -> None:
             assert client.post("/ui/login", data={"api_key": key}).status_code == 303
             return client
 
-        # 1. jobs page
-        big_browser, small_browser = signed_in(big_key), signed_in(small_key)
-        print("\n1. jobs table, first page (median of 30)")
-        for name, path in (("/ui/jobs (HTML)", "/ui/jobs"), ("/v1/jobs?limit=50 (JSON)", "/v1/jobs?limit=50"),
-                           ("/ui/jobs?regime=regular", "/ui/jobs?regime=regular")):
-            large = median_ms(lambda p=path: big_browser.get(p).raise_for_status(), 30)
-            small_ms = median_ms(lambda p=path: small_browser.get(p).raise_for_status(), 30)
-            print(f"  {name:28s} {args.jobs} jobs {large:7.1f} ms   10 jobs {small_ms:7.1f} ms   "
-                  f"ratio {large / small_ms:5.2f}")
+        if 1 in sections:  # jobs page
+            big_browser, small_browser = signed_in(big_key), signed_in(small_key)
+            print("\n1. jobs table, first page (median of 30)")
+            for name, path in (("/ui/jobs (HTML)", "/ui/jobs"), ("/v1/jobs?limit=50 (JSON)", "/v1/jobs?limit=50"),
+                               ("/ui/jobs?regime=regular", "/ui/jobs?regime=regular")):
+                large = median_ms(lambda p=path: big_browser.get(p).raise_for_status(), 30)
+                small_ms = median_ms(lambda p=path: small_browser.get(p).raise_for_status(), 30)
+                print(f"  {name:28s} {args.jobs} jobs {large:7.1f} ms   10 jobs {small_ms:7.1f} ms   "
+                      f"ratio {large / small_ms:5.2f}")
 
-        # 2. series
-        curves_client = NarrownetClient(base, curves_key, timeout=300)
-        ids = ",".join(runs)
-        print(f"\n2. /v1/series, {args.runs} jobs x {args.points} points (median of 5)")
-        def series(job_ids: str, points: int | None = None) -> Callable[[], object]:
-            params = {"job_ids": job_ids, **({"points": points} if points else {})}
-            return lambda: curves_client.series(**params)
+        if 2 in sections:  # series
+            curves_client = NarrownetClient(base, curves_key, timeout=300)
+            ids = ",".join(runs)
+            print(f"\n2. /v1/series, {args.runs} jobs x {args.points} points (median of 5)")
 
-        reduced = median_ms(series(ids, 2400), 5)
-        full = median_ms(series(ids), 3)
-        one = median_ms(series(runs[0], 2400), 5)
-        print(f"  reduced (points=2400): {reduced:8.1f} ms   full resolution: {full:8.1f} ms   "
-              f"ratio full/reduced {full / reduced:5.2f}   one job reduced: {one:6.1f} ms")
+            def series(job_ids: str, points: int | None = None) -> Callable[[], object]:
+                params = {"job_ids": job_ids, **({"points": points} if points else {})}
+                return lambda: curves_client.series(**params)
 
-        # 3. browser
-        browser_figures(base, curves_key, runs, args)
+            reduced = median_ms(series(ids, 2400), 5)
+            full = median_ms(series(ids), 3)
+            one = median_ms(series(runs[0], 2400), 5)
+            print(f"  reduced (points=2400): {reduced:8.1f} ms   full resolution: {full:8.1f} ms   "
+                  f"ratio full/reduced {full / reduced:5.2f}   one job reduced: {one:6.1f} ms")
 
-        # 4. live latency
-        live_latency(base, curves_key, writer, curves_id)
-
-        # 5. page weight
-        print("\n5. JS + CSS per page, gzipped (target: at most ~150 KB)")
-        for template, size in page_weights().items():
-            print(f"  {template:14s} {size / 1024:7.1f} KB")
-
+        if 3 in sections:
+            browser_figures(base, curves_key, runs, args)
+        if 4 in sections:
+            live_latency(base, curves_key, writer, curves_id)
+        if 5 in sections:
+            print("\n5. JS + CSS per page, gzipped (target: at most ~150 KB)")
+            for template, size in page_weights().items():
+                print(f"  {template:14s} {size / 1024:7.1f} KB")
+        if 6 in sections:
+            heatmap_figures(base, sweeper_key, heatmaps, args.heatmap_shots)
 
 def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespace) -> None:
     from playwright.sync_api import sync_playwright

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from core.db.models import JobStatus
 from core.jsonvalues import finite_or_none
 from core.repositories.jobs import SweepConfigRow, SweepTally
-from trainer.grid import metric_value
+from trainer.grid import METRICS, metric_value
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Reduce = Literal["min", "max"]
@@ -113,6 +113,20 @@ class SummaryRequest:
     reduce: Reduce
 
 
+def figure4_axes(axes: Sequence[str]) -> tuple[str, str | None, str | None]:
+    """(rows, cols, split) of the heatmap the dashboard opens with: Figure 4's width by radius, a panel per regime,
+    for each of them the grid has; the grid's other axes fill the places it lacks, in order."""
+    preferred = ("model.width", "constraint.radius", "regime")
+    rest = [a for a in axes if a not in preferred]
+    rows, cols, split = (a if a in axes else (rest.pop(0) if rest else None) for a in preferred)
+    if rows is None:  # the grid has no width and no other axis: the radius, or else the regime, goes down the side
+        rows, cols = cols, None
+    if rows is None:
+        rows, split = split, None
+    assert rows is not None  # a sweep has at least one axis
+    return rows, cols, split
+
+
 def _index(values: Sequence[Any]) -> dict[str, int]:
     return {canonical(v): i for i, v in enumerate(values)}
 
@@ -131,6 +145,7 @@ def summarize(grid: Mapping[str, Sequence[Any]], configs: Sequence[SweepConfigRo
                 "succeeded": 0}
 
     cells = [[[cell(r, c) for c in col_values] for r in row_values] for _ in split_values]
+    recorded: set[str] = set()  # the metrics some succeeded config has a value of: the choices for `metric`
     for config in configs:
         p = config.params
         s = splits_at.get(canonical(p.get(ask.split))) if ask.split else 0
@@ -143,11 +158,13 @@ def summarize(grid: Mapping[str, Sequence[Any]], configs: Sequence[SweepConfigRo
         if config.status is not JobStatus.SUCCEEDED:
             continue
         target["succeeded"] += 1
+        recorded.update(name for name in (config.final_metrics or {})
+                        if name not in recorded and metric_value(config.final_metrics, name) is not None)
         value = metric_value(config.final_metrics, ask.metric)
         if value is not None and (target["value"] is None or _better(value, target["value"], ask.reduce)):
             target.update(value=value, job_id=config.id, params=config.params)
     return {
-        "metric": ask.metric, "reduce": ask.reduce,
+        "metric": ask.metric, "metrics": [m for m in METRICS if m in recorded], "reduce": ask.reduce,
         "rows": {"axis": ask.rows, "values": row_values},
         "cols": {"axis": ask.cols, "values": col_values} if ask.cols else None,
         "split": {"axis": ask.split, "values": split_values} if ask.split else None,

@@ -223,22 +223,22 @@ def get_sweep(session: Session, owner: ApiKey, sweep_id: str) -> Sweep:
     return sweep
 
 
-def _item(sweep: Sweep, tally: SweepTally) -> dict[str, Any]:
+def _item(sweep: Sweep, tally: SweepTally, best_value: float | None) -> dict[str, Any]:
     status = sweep_tables.status_of(tally, sweep.n_configs, sweep.cancel_requested)
     return {"id": sweep.id, "name": sweep.name, "status": status, "n_configs": sweep.n_configs,
             "counts": {s.value: tally.counts.get(s, 0) for s in JobStatus},
             "progress": sweep_tables.progress_of(tally, sweep.n_configs), "axes": sweep.axes,
             "objective": Objective.model_validate({"metric": sweep.objective_metric, "mode": sweep.objective_mode}),
-            "cancel_requested": sweep.cancel_requested, "created_at": sweep.created_at,
+            "best_value": best_value, "cancel_requested": sweep.cancel_requested, "created_at": sweep.created_at,
             "jobs_url": f"/v1/jobs?sweep_id={sweep.id}"}
 
 
 def sweep_out(session: Session, sweep: Sweep, now: datetime) -> SweepOut:
     tally = jobs_repo.tally_sweeps(session, [sweep.id])[sweep.id]
     configs = jobs_repo.sweep_configs(session, sweep.id)
-    item = _item(sweep, tally)
-    started = sweep_tables.first_started(configs)
     best = sweep_tables.best_config(configs, sweep.objective_metric, "max" if sweep.objective_mode == "max" else "min")
+    item = _item(sweep, tally, None if best is None else best["value"])
+    started = sweep_tables.first_started(configs)
     return SweepOut(**item, eta_seconds=sweep_tables.eta_seconds(item["progress"], started, now, item["status"]),
                     best=None if best is None else BestConfig(**best), started_at=started,
                     finished_at=sweep_tables.last_finished(configs) if item["status"] in (
@@ -266,7 +266,14 @@ def created_out(session: Session, submission: SweepSubmission, now: datetime) ->
 def list_sweeps(session: Session, owner: ApiKey, *, limit: int, offset: int) -> tuple[list[SweepItem], int]:
     rows, total = repo.list_owned(session, owner.id, limit=limit, offset=offset)
     tallies = jobs_repo.tally_sweeps(session, [s.id for s in rows])
-    return [SweepItem(**_item(s, tallies[s.id])) for s in rows], total
+    best: dict[str, float] = {}
+    for metric in {s.objective_metric for s in rows}:  # one query per objective metric (nearly always one)
+        ranges = jobs_repo.sweep_metric_ranges(session, [s.id for s in rows if s.objective_metric == metric], metric)
+        for s in rows:
+            if s.id in ranges and s.objective_metric == metric:
+                low, high = ranges[s.id]
+                best[s.id] = high if s.objective_mode == "max" else low
+    return [SweepItem(**_item(s, tallies[s.id], best.get(s.id))) for s in rows], total
 
 
 def cancel_sweep(session: Session, owner: ApiKey, sweep_id: str) -> Sweep:

@@ -33,8 +33,10 @@ def insert_ignoring_conflicts(session: Session, model: type[Base], index_element
     raise RuntimeError(f"database_url: unsupported database dialect {dialect!r}")
 
 
-def json_number(session: Session, column: InstrumentedAttribute[dict[str, Any]],
-                key: str) -> tuple[ColumnElement[float], ColumnElement[bool]]:
+JsonColumn = InstrumentedAttribute[dict[str, Any]] | InstrumentedAttribute[dict[str, Any] | None]
+
+
+def json_number(session: Session, column: JsonColumn, key: str) -> tuple[ColumnElement[float], ColumnElement[bool]]:
     """(column[key] as a float, whether column[key] holds a JSON number). Filter on the second before reading
     the first: a string or a boolean is never cast, so it cannot fail the query on PostgreSQL."""
     dialect = session.get_bind().dialect.name

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from core.db.session import begin_write
-from core.db.statements import insert_ignoring_conflicts, rowcount
+from core.db.statements import insert_ignoring_conflicts, json_number, rowcount
 from core.jsonvalues import finite_or_none
 
 BATCH = 500  # jobs per kind per reconciler pass: bounds one transaction; a larger backlog takes more passes
@@ -257,6 +257,24 @@ def tally_sweeps(session: Session, sweep_ids: Sequence[str]) -> dict[str, SweepT
             tally.active_steps += int(steps or 0)
             tally.active_total_steps += int(total or 0)
     return tallies
+
+
+def sweep_metric_ranges(session: Session, sweep_ids: Sequence[str], metric: str) -> dict[str, tuple[float, float]]:
+    """Per sweep: (min, max) of a metric so far, over succeeded configs' final values and running configs' latest
+    ones (as the sweep's best config reads them), in one grouped query; sweeps with no value are absent."""
+    if not sweep_ids:
+        return {}
+    final, final_is_number = json_number(session, Job.final_metrics, metric)
+    latest, latest_is_number = json_number(session, Job.latest_metrics, metric)
+    # The guard comes first in each CASE, so a non-number is never cast (it would fail the query on PostgreSQL).
+    value = case((and_(Job.status == JobStatus.SUCCEEDED, final_is_number), final),
+                 (and_(Job.status == JobStatus.RUNNING, latest_is_number), latest))
+    rows = session.execute(
+        select(Job.sweep_id, func.min(value), func.max(value))
+        .where(Job.sweep_id.in_(sweep_ids), Job.status.in_((JobStatus.SUCCEEDED, JobStatus.RUNNING)))
+        .group_by(Job.sweep_id)
+    )
+    return {str(sweep_id): (float(low), float(high)) for sweep_id, low, high in rows if low is not None}
 
 
 def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:

@@ -198,6 +198,25 @@ class TestReading:
         page = (await api.client.get("/v1/sweeps", headers=user)).json()
         assert [(s["id"], s["status"], s["counts"]["succeeded"]) for s in page["items"]] == [
             (sweep["id"], "running", 2)]
+        assert page["items"][0]["best_value"] == got["best_value"] == 0.01  # the list reads it in one query
+
+    async def test_the_listed_best_so_far_follows_each_sweeps_objective(self, api: Api) -> None:
+        user = api.new_user()
+        low = await submit(api, user, grid={"seed": [1, 2, 3]})
+        high = await submit(api, user, grid={"seed": [1, 2, 3]}, objective={"metric": "w_dist", "mode": "max"})
+        none = await submit(api, user, grid={"seed": [1, 2]})
+        for sweep in (low, high):  # a running config counts by its latest value; a failed one never
+            arrange(api, sweep, {0: done(0.3, final_metrics={"train_loss": 0.3, "w_dist": 0.2}),
+                                 1: {"status": JobStatus.RUNNING, "latest_metrics": {"train_loss": 0.1, "w_dist": 0.9}},
+                                 2: {"status": JobStatus.FAILED, "latest_metrics": {"train_loss": 0.01,
+                                                                                   "w_dist": 5.0}}})
+        arrange(api, none, {0: done(None, final_metrics={"train_loss": None, "w_dist": "x"})})
+        page = (await api.client.get("/v1/sweeps", headers=user)).json()
+        assert {s["id"]: s["best_value"] for s in page["items"]} == {low["id"]: 0.1, high["id"]: 0.9,
+                                                                   none["id"]: None}
+        for sweep in (low, high):
+            one = (await api.client.get(f"/v1/sweeps/{sweep['id']}", headers=user)).json()
+            assert one["best_value"] == one["best"]["value"]
 
     async def test_a_null_metric_is_null_and_never_wins(self, api: Api) -> None:
         user = api.new_user()
@@ -221,6 +240,7 @@ class TestReading:
         assert response.status_code == 200, response.text
         table = response.json()
         assert (table["metric"], table["reduce"]) == ("train_loss", "min")
+        assert table["metrics"] == ["train_loss", "w_dist"]  # what the succeeded configs recorded, for a selector
         assert table["rows"] == {"axis": "constraint.radius", "values": [1.0, None]}
         assert table["split"]["values"] == ["regular", "constrained"]
         regular, constrained = table["panels"]

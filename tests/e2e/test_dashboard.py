@@ -37,6 +37,13 @@ def spec(name: str, regime: str, iterations: int, *, width: int = 16, radius: fl
             "constraint": {"radius": radius}, "metrics_every": every, "checkpoint_every": 100}
 
 
+# Figure 4 in small: 2 regimes x 3 widths x 3 radii, 18 shallow configs trained as packs in a few seconds.
+SWEEP = {"name": "fig4-small", "objective": {"metric": "train_loss", "mode": "min"},
+         "base": {**spec("fig4", "constrained", 1500, every=100), "checkpoint_every": 1500},
+         "grid": {"regime": ["regular", "constrained"], "model.width": [8, 32, 128],
+                  "constraint.radius": [0.1, 1.0, 10.0]}}
+
+
 @dataclass
 class Served:
     url: str
@@ -109,8 +116,24 @@ def row_status(page: Any, job_id: str) -> Any:
     return page.locator(f'tr[data-job-id="{job_id}"] [data-field="status"]')
 
 
+def cells_shown(heatmap: Any) -> dict[str, str]:
+    """The heatmap's cells as drawn: job id -> the number written in the cell."""
+    return dict(heatmap.evaluate("el => [...el.querySelectorAll('a.cell[data-job-id]')].map("
+                                 "a => [a.dataset.jobId, a.querySelector('text').textContent])"))
+
+
+def cells_of(table: dict[str, Any]) -> dict[str, str]:
+    """The summary's cells: job id -> its value as the page writes it (3 significant digits)."""
+    def text(v: float) -> str:
+        if abs(v) < 1e-2 or abs(v) >= 1e4:
+            return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{v:.2e}")
+        return f"{float(f'{v:.3g}'):g}"
+    return {c["job_id"]: text(c["value"]) for p in table["panels"] for line in p["cells"] for c in line}
+
+
 class TestDashboard:
     jobs: dict[str, str] = {}
+    sweeps: dict[str, str] = {}
 
     def test_a_page_without_a_session_goes_to_sign_in(self, served: Served, alice_page: Any) -> None:
         for path in ("/", "/ui/jobs", f"/ui/jobs/{'0' * 32}", "/ui/compare?ids=x"):
@@ -228,6 +251,71 @@ class TestDashboard:
         assert alice_page.get_by_text("/v1/jobs/{job_id}/events").count() >= 1
         expect(alice_page.locator(".btn.authorize")).to_be_visible()
 
+    def test_a_sweep_updates_live_and_its_heatmap_opens_the_best_job_of_a_cell(
+            self, served: Served, alice_page: Any, shots: Path) -> None:
+        from playwright.sync_api import expect
+
+        alice_page.goto(served.url + "/ui/sweeps")
+        alice_page.evaluate("window.notReloaded = true")
+        with served.client(served.alice) as client:
+            # The one worker is held by a long job, so the sweep is seen queued however fast it trains.
+            blocker = client.submit(spec("sweep-blocker", "regular", 200_000, radius=None, every=1000))["id"]
+            sweep = client.submit_sweep(SWEEP)
+            self.sweeps["fig4"] = sweep["id"]
+            # The row appears unfinished and then changes, in place.
+            row = alice_page.locator(f'tr[data-sweep-id="{sweep["id"]}"]')
+            expect(row).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(row.locator('[data-field="status"]')).to_have_text("queued")
+            client.cancel(blocker)
+        expect(row.locator('[data-field="status"]')).to_have_text("succeeded", timeout=90_000)
+        expect(row.locator('[data-count="succeeded"]')).to_have_text("18")
+        assert alice_page.evaluate("window.notReloaded") is True
+        assert row.locator('[data-field="best"]').inner_text() != "–"
+        alice_page.screenshot(path=str(shots / "dashboard-sweeps.png"), clip={"x": 0, "y": 0, "width": 1360,
+                                                                             "height": 260})
+
+        row.locator('[data-field="name"]').click()
+        alice_page.wait_for_url(re.compile(rf"/ui/sweeps/{sweep['id']}$"))
+        heatmap = alice_page.get_by_test_id("sweep-heatmap")
+        expect(heatmap).to_have_attribute("data-cells", "18", timeout=UI_TIMEOUT_MS)
+        # Figure 4: width down the side, radius across, one panel per regime, a number in every cell.
+        panels = heatmap.locator("svg.panel")
+        assert [panels.nth(i).get_attribute("data-split") for i in range(panels.count())] == ["regular", "constrained"]
+        with served.client(served.alice) as client:
+            table = client.sweep_summary(sweep["id"], rows="model.width", cols="constraint.radius", split="regime")
+        assert heatmap.get_attribute("data-scale") == "log"
+        assert cells_shown(heatmap) == cells_of(table)
+        # Hovering a cell says where it is, its value and the config that achieved it.
+        best_cell = table["panels"][1]["cells"][2][2]
+        heatmap.locator(f'a.cell[data-job-id="{best_cell["job_id"]}"]').hover()
+        expect(heatmap.locator(".heatmap-tip")).to_contain_text(
+            f"model.width = 128, constraint.radius = 10, regime = constrained\nmin train_loss = {best_cell['value']}")
+        alice_page.mouse.move(1, 1)
+        expect(heatmap.locator(".heatmap-tip")).to_be_hidden()
+        box = alice_page.locator(".heatmap-box").bounding_box()
+        alice_page.screenshot(path=str(shots / "dashboard-sweep.png"),
+                              clip={"x": 0, "y": 0, "width": 1360, "height": box["y"] + box["height"] + 20})
+
+        # Another metric: the cells change to its values, and the view is in the URL.
+        assert {"train_loss", "w_dist", "jacobian_sigma_min"} <= set(table["metrics"])
+        alice_page.select_option('select[name="metric"]', "w_dist")
+        with served.client(served.alice) as client:
+            w_dist = client.sweep_summary(sweep["id"], rows="model.width", cols="constraint.radius", split="regime",
+                                          metric="w_dist")
+        wait_until(lambda: cells_shown(heatmap) == cells_of(w_dist), 10, "the w_dist heatmap", poll=0.1)
+        assert "metric=w_dist" in alice_page.url
+
+        # A cell opens the job that achieved its value.
+        best = w_dist["panels"][1]["cells"][0][1]["job_id"]
+        heatmap.locator(f'a.cell[data-job-id="{best}"]').click()
+        alice_page.wait_for_url(re.compile(rf"/ui/jobs/{best}$"))
+        expect(alice_page.get_by_test_id("job-status")).to_have_text("succeeded")
+        # The sweep links to its jobs: the jobs page filtered by it.
+        alice_page.go_back()
+        alice_page.get_by_test_id("sweep-jobs").click()
+        alice_page.wait_for_url(re.compile(rf"/ui/jobs\?sweep_id={sweep['id']}$"))
+        expect(alice_page.locator("tbody tr")).to_have_count(18)
+
     def test_another_user_never_sees_alices_jobs(self, served: Served, browser: Any, watch: Watch) -> None:
         context = new_context(browser, watch)
         page = context.new_page()
@@ -237,6 +325,12 @@ class TestDashboard:
             assert page.locator(f'tr[data-job-id="{job_id}"]').count() == 0
             response = page.goto(f"{served.url}/ui/jobs/{job_id}")
             assert response is not None and response.status == 404
+        page.goto(f"{served.url}/ui/sweeps")
+        assert page.locator("tbody tr").count() == 0
+        for sweep_id in self.sweeps.values():
+            response = page.goto(f"{served.url}/ui/sweeps/{sweep_id}")
+            assert response is not None and response.status == 404
+            assert page.get_by_test_id("not-found").is_visible()
         context.close()
 
     def test_a_forged_cross_site_post_is_refused(self, served: Served, alice_page: Any) -> None:

@@ -26,7 +26,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("G
 SIGN_IN = {("POST", "/ui/login")}
 # Dashboard pages: without a session they redirect to the sign-in page (never show data); `/` too.
 PAGES = {("GET", "/"), ("GET", "/ui/jobs"), ("GET", "/ui/jobs/{job_id}"), ("GET", "/ui/compare"),
-         ("POST", "/ui/logout")}
+         ("GET", "/ui/sweeps"), ("GET", "/ui/sweeps/{sweep_id}"), ("POST", "/ui/logout")}
 STATIC = "/static"  # the vendored scripts and styles (a Mount), checked below
 
 
