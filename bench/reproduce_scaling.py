@@ -12,8 +12,9 @@ Learning rates lr_W x lr_v start at {0.5, 1, 2} x {0.05, 0.1, 0.5}; the grid of 
 2 past every edge a winner sits on until every winner is interior (bench/grids.py), and edges that remain are
 reported. 10,000 iterations, metrics every 1,000, Jacobian at the end.
 
-The grid is data: BASE (a job spec) plus per-(n, family) value lists (sweep_spec), the shape of a sweep that the
-service could run; every sweep this script ran is saved in NAME.json under "sweeps".
+The grid is data: every sweep this script runs is a sweep file (trainer/grid.py: BASE as a job spec plus a grid of
+dotted paths, sweep_file below), the file `narrownet sweep` trains and POST /v1/sweeps takes; each is saved in
+NAME.json under "sweeps".
 
 Loss normalization: ours is the mean, 1/(2n) sum_i (f(x_i) - y_i)^2. If the paper's is 1/2 sum_i (its eq. (2) lost
 the factor in our copy), its gradient is n times ours, so a paper learning rate eta equals our n * eta: our
@@ -38,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.grids import Grid, GrowthRule, describe, edge_hits, grow_until_interior  # noqa: E402
 from bench.report import finite_or_none, fmt, load_average, run_all, write_json  # noqa: E402
+from bench.sweep_runs import final_metrics, run_here  # noqa: E402
 from bench.v_family import RULE as V_RULE  # noqa: E402
 from bench.v_family import shallow_v_set  # noqa: E402
-from trainer.data import load_data  # noqa: E402
-from trainer.spec import MAX_LR, JobSpec, SyntheticData  # noqa: E402
-from trainer.sweep import SweepSpec, run_sweep  # noqa: E402
+from trainer.grid import SweepFile  # noqa: E402
+from trainer.spec import MAX_LR, JobSpec  # noqa: E402
 
 FAMILIES = ("regular", "constrained", "constrained_v")
 # Below this final loss a run has fitted the data to float32 round-off: the order among such configs is noise,
@@ -106,16 +107,17 @@ def base_spec(s: Setting, size: Size, family: str, zeta: float | None = None, ga
     return JobSpec.model_validate(spec)
 
 
-def sweep_spec(s: Setting, size: Size, family: str, lr_hidden: tuple[float, ...], lr_outer: tuple[float, ...],
-               seeds: tuple[int, ...]) -> SweepSpec:
-    """One product sweep (base job + value lists). constrained_v sets zeta, gamma per seed, so it takes one seed."""
+def sweep_file(s: Setting, size: Size, family: str, lr_hidden: tuple[float, ...], lr_outer: tuple[float, ...],
+               seeds: tuple[int, ...]) -> SweepFile:
+    """One product sweep (base job + grid). constrained_v sets zeta, gamma per seed, so it takes one seed."""
     zeta = gamma = None
     if family == "constrained_v":
         if len(seeds) != 1:
             raise ValueError("constrained_v: zeta and gamma come from one seed's init; sweep one seed at a time")
         zeta, gamma = shallow_v_set(size.width, int(BASE["data"]["d"]), seeds[0])  # type: ignore[index]
     base = base_spec(s, size, family, zeta, gamma)
-    return SweepSpec(base=base, lr_hidden=list(lr_hidden), lr_outer=list(lr_outer), seed=list(seeds))
+    return SweepFile(base=base, grid={"optim.lr_hidden": list(lr_hidden), "optim.lr_outer": list(lr_outer),
+                                      "seed": list(seeds)})
 
 
 @dataclass
@@ -143,28 +145,23 @@ def run_group(s: Setting, size: Size, family: str, threads: int = 1) -> GroupRes
     """Train one (n, family) over its grid, growing the grid until every seed's winner is interior."""
     torch.set_num_threads(threads)
     start, cpu_start = time.perf_counter(), time.process_time()
-    data = load_data(SyntheticData(source="synthetic", n=size.n, d=int(BASE["data"]["d"]), seed=0,  # type: ignore[index]
-                                   labels="gaussian"))
     entries: list[dict] = []
     sweeps: list[dict] = []
     round_no = [0]
 
     def run(blocks: list[Grid]) -> None:
-        for block in blocks:
-            per_seed = [(seed,) for seed in size.seeds] if family == "constrained_v" else [size.seeds]
-            for seeds in per_seed:
-                sweep = sweep_spec(s, size, family, block["lr_hidden"], block["lr_outer"], seeds)
-                sweeps.append(sweep.model_dump(mode="json"))
-                result = run_sweep(sweep, data=data, device=torch.device("cpu"))
-                c = sweep.base.constraint
-                for (lr_h, lr_o, _, seed), final, history in zip(result.configs, result.final, result.history,
-                                                                 strict=True):
-                    entries.append({
-                        "n": size.n, "width": size.width, "family": family, "lr_hidden": lr_h, "lr_outer": lr_o,
-                        "seed": seed, "round": round_no[0], "zeta": c.zeta, "gamma": c.gamma,
-                        **{k: finite_or_none(v) for k, v in final.items() if k != "step"},
-                        "loss_history": [[h["step"], finite_or_none(h["train_loss"])] for h in history],
-                    })
+        per_seed = [(seed,) for seed in size.seeds] if family == "constrained_v" else [size.seeds]
+        files = [sweep_file(s, size, family, block["lr_hidden"], block["lr_outer"], seeds)
+                 for block in blocks for seeds in per_seed]
+        for sweep, runs in zip(files, run_here(files), strict=True):
+            sweeps.append(sweep.model_dump(mode="json"))
+            c = sweep.base.constraint
+            for r, final in zip(runs, final_metrics(runs), strict=True):
+                entries.append({
+                    "n": size.n, "width": size.width, "family": family, "lr_hidden": r.params["optim.lr_hidden"],
+                    "lr_outer": r.params["optim.lr_outer"], "seed": r.params["seed"], "round": round_no[0],
+                    "zeta": c.zeta, "gamma": c.gamma, **final, "loss_history": r.loss_history,
+                })
         round_no[0] += 1
 
     def winners(grid: Grid) -> dict[str, tuple[dict[str, float], float]]:

@@ -10,7 +10,7 @@ import pytest
 
 from bench.grids import describe, edge_hits
 from bench.v_family import shallow_v_set
-from trainer.sweep import SweepSpec
+from trainer.grid import expand, parse_sweep_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,11 +46,13 @@ def test_every_group_ran_its_final_grid_once_per_seed(quick):
 def test_the_sweeps_saved_as_data_rebuild_exactly_the_runs(quick):
     _, _, report = quick
     configs = []
-    for body in report["sweeps"]:
-        sweep = SweepSpec.model_validate(body)
-        family = "regular" if sweep.base.regime == "regular" else (
-            "constrained_v" if sweep.base.constraint.zeta is not None else "constrained")
-        configs += [(sweep.base.data.n, family, lr_h, lr_o, seed) for lr_h, lr_o, _, seed in sweep.configs()]
+    for body in report["sweeps"]:  # each one the file `narrownet sweep` and POST /v1/sweeps take
+        sweep = parse_sweep_file(body)
+        for config in expand(sweep):
+            spec = config.spec
+            family = "regular" if spec.regime == "regular" else (
+                "constrained_v" if spec.constraint.zeta is not None else "constrained")
+            configs.append((spec.data.n, family, spec.optim.lr_hidden, spec.optim.lr_outer, spec.seed))
     entries = [(e["n"], e["family"], e["lr_hidden"], e["lr_outer"], e["seed"]) for e in report["entries"]]
     assert sorted(configs) == sorted(entries)
 
