@@ -82,3 +82,6 @@ def test_the_old_local_format_is_read_as_a_grid(make_spec):
     sweep = parse_sweep_file({"base": base, "lr_hidden": [0.1, 0.2], "radius": [1.0, None]})
     assert sweep.grid == {"optim.lr_hidden": [0.1, 0.2], "constraint.radius": [1.0, None]}
     assert [r.status for r in run_sweep(sweep).results] == ["succeeded"] * 4
+    # As the old engine saved them (bench/results/scaling.json): every list, the ones not swept as null.
+    saved = parse_sweep_file({"base": base, "lr_hidden": [0.1], "lr_outer": None, "radius": None, "seed": [1, 2]})
+    assert saved.grid == {"optim.lr_hidden": [0.1], "seed": [1, 2]}
