@@ -10,6 +10,8 @@ import pytest
 
 from bench.grids import describe, edge_hits
 from bench.v_family import shallow_v_set
+from narrownet.client import NarrownetClient
+from narrownet.cluster import Serve
 from trainer.grid import expand, parse_sweep_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +101,24 @@ def test_replot_rebuilds_the_same_report_from_the_json_alone(quick):
     again = json.loads((out / "scaling.quick.json").read_text())
     assert again["verdict"] == report["verdict"] and again["entries"] == report["entries"]
     assert again["sweeps"] == report["sweeps"]
+
+
+@pytest.mark.slow  # starts `narrownet serve` (API, worker, reconciler) and trains the quick grids through it
+def test_url_mode_submits_the_same_sweep_files_and_gets_the_local_numbers(quick, tmp_path):
+    _, _, mine = quick
+    served = Serve(tmp_path / "home", {"NARROWNET_WORKER_TORCH_THREADS": "1"})  # as the local run: 1 torch thread
+    key = served.start()
+    try:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_scaling.py"), "--quick", "--out", str(tmp_path),
+                        "--families", "regular,constrained,constrained_v", "--processes", "2", "--url", served.url,
+                        "--key", key], check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        with NarrownetClient(served.url, key) as client:
+            submitted = client.sweeps(limit=200)
+    finally:
+        served.stop()
+    theirs = json.loads((tmp_path / "scaling.quick.json").read_text())
+    assert theirs["url"] == served.url and submitted["total"] == len(theirs["sweeps"])
+    assert theirs["sweeps"] == mine["sweeps"]  # one format: the files the local run trained are the ones submitted
+    assert theirs["entries"] == mine["entries"]  # bit for bit, loss histories included
+    assert theirs["verdict"] == mine["verdict"]
+    assert [g["stats"] for g in theirs["groups"]] == [g["stats"] for g in mine["groups"]]
