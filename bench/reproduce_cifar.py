@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import gpu_estimate  # noqa: E402
 from bench.runs import Planned, RunResult, add_arguments, execute, exit_code, seeds_of  # noqa: E402
 from trainer.deep import build_model  # noqa: E402
-from trainer.deep.learner import deep_steps_per_epoch  # noqa: E402
 from trainer.deep.models import named_block_parameters  # noqa: E402
 from trainer.spec import JobSpec  # noqa: E402
+from trainer.steps import steps_per_epoch as batches_per_epoch  # noqa: E402
 
 CIFAR10 = {"n_train": 50_000, "n_test": 10_000, "input_shape": (3, 32, 32), "classes": 10}
 Cell = tuple[str, float | None]  # (regime, radius as a fraction of ||theta_0|| of block 4; None = inf)
@@ -71,7 +71,7 @@ def n_train(s: Setting) -> int:
 
 
 def steps_per_epoch(s: Setting) -> int:
-    return deep_steps_per_epoch(n_train(s), s.batch_size, drop_single=True)
+    return batches_per_epoch(n_train(s), s.batch_size, drop_single=True)  # BatchNorm: a batch of 1 is dropped
 
 
 def cell_label(cell: Cell) -> str:

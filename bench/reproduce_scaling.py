@@ -3,6 +3,7 @@
     python bench/reproduce_scaling.py [--out bench/results] [--name scaling] [--processes 2]
     python bench/reproduce_scaling.py --families constrained,constrained_v --name scaling.v   # V switched on
     python bench/reproduce_scaling.py --quick --out DIR                                       # smoke test
+    python bench/reproduce_scaling.py --url http://127.0.0.1:8000 [--key KEY]   # the sweeps trained by a service
 
 Synthetic data (x ~ N(0, I_10) normalized to unit norm, y ~ N(0, 1)), d = 10, tanh, loss 1/(2n) sum (f - y)^2,
 full-batch GD with momentum 0.9, r = inf; (n, m) = (250, 50), (500, 100), (1000, 200), i.e. m = 2n/d, the
@@ -12,8 +13,9 @@ Learning rates lr_W x lr_v start at {0.5, 1, 2} x {0.05, 0.1, 0.5}; the grid of 
 2 past every edge a winner sits on until every winner is interior (bench/grids.py), and edges that remain are
 reported. 10,000 iterations, metrics every 1,000, Jacobian at the end.
 
-The grid is data: BASE (a job spec) plus per-(n, family) value lists (sweep_spec), the shape of a sweep that the
-service could run; every sweep this script ran is saved in NAME.json under "sweeps".
+The grid is data: every sweep this script runs is a sweep file (trainer/grid.py: BASE as a job spec plus a grid of
+dotted paths, sweep_file below), the file `narrownet sweep` trains and POST /v1/sweeps takes; each is saved in
+NAME.json under "sweeps".
 
 Loss normalization: ours is the mean, 1/(2n) sum_i (f(x_i) - y_i)^2. If the paper's is 1/2 sum_i (its eq. (2) lost
 the factor in our copy), its gradient is n times ours, so a paper learning rate eta equals our n * eta: our
@@ -38,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.grids import Grid, GrowthRule, describe, edge_hits, grow_until_interior  # noqa: E402
 from bench.report import finite_or_none, fmt, load_average, run_all, write_json  # noqa: E402
+from bench.sweep_runs import Service, add_service_arguments, final_metrics, run_sweeps, service_of  # noqa: E402
 from bench.v_family import RULE as V_RULE  # noqa: E402
 from bench.v_family import shallow_v_set  # noqa: E402
-from trainer.data import load_data  # noqa: E402
-from trainer.spec import MAX_LR, JobSpec, SyntheticData  # noqa: E402
-from trainer.sweep import SweepSpec, run_sweep  # noqa: E402
+from trainer.grid import SweepFile  # noqa: E402
+from trainer.spec import MAX_LR, JobSpec  # noqa: E402
 
 FAMILIES = ("regular", "constrained", "constrained_v")
 # Below this final loss a run has fitted the data to float32 round-off: the order among such configs is noise,
@@ -106,16 +108,17 @@ def base_spec(s: Setting, size: Size, family: str, zeta: float | None = None, ga
     return JobSpec.model_validate(spec)
 
 
-def sweep_spec(s: Setting, size: Size, family: str, lr_hidden: tuple[float, ...], lr_outer: tuple[float, ...],
-               seeds: tuple[int, ...]) -> SweepSpec:
-    """One product sweep (base job + value lists). constrained_v sets zeta, gamma per seed, so it takes one seed."""
+def sweep_file(s: Setting, size: Size, family: str, lr_hidden: tuple[float, ...], lr_outer: tuple[float, ...],
+               seeds: tuple[int, ...]) -> SweepFile:
+    """One product sweep (base job + grid). constrained_v sets zeta, gamma per seed, so it takes one seed."""
     zeta = gamma = None
     if family == "constrained_v":
         if len(seeds) != 1:
             raise ValueError("constrained_v: zeta and gamma come from one seed's init; sweep one seed at a time")
         zeta, gamma = shallow_v_set(size.width, int(BASE["data"]["d"]), seeds[0])  # type: ignore[index]
     base = base_spec(s, size, family, zeta, gamma)
-    return SweepSpec(base=base, lr_hidden=list(lr_hidden), lr_outer=list(lr_outer), seed=list(seeds))
+    return SweepFile(base=base, grid={"optim.lr_hidden": list(lr_hidden), "optim.lr_outer": list(lr_outer),
+                                      "seed": list(seeds)})
 
 
 @dataclass
@@ -139,32 +142,28 @@ def loss_of(e: dict) -> float:
     return math.inf if e["train_loss"] is None else e["train_loss"]  # a diverged config never wins
 
 
-def run_group(s: Setting, size: Size, family: str, threads: int = 1) -> GroupResult:
-    """Train one (n, family) over its grid, growing the grid until every seed's winner is interior."""
+def run_group(s: Setting, size: Size, family: str, threads: int = 1, service: Service | None = None) -> GroupResult:
+    """Train one (n, family) over its grid, growing the grid until every seed's winner is interior; here, or as
+    sweeps of the service at service.url."""
     torch.set_num_threads(threads)
     start, cpu_start = time.perf_counter(), time.process_time()
-    data = load_data(SyntheticData(source="synthetic", n=size.n, d=int(BASE["data"]["d"]), seed=0,  # type: ignore[index]
-                                   labels="gaussian"))
     entries: list[dict] = []
     sweeps: list[dict] = []
     round_no = [0]
 
     def run(blocks: list[Grid]) -> None:
-        for block in blocks:
-            per_seed = [(seed,) for seed in size.seeds] if family == "constrained_v" else [size.seeds]
-            for seeds in per_seed:
-                sweep = sweep_spec(s, size, family, block["lr_hidden"], block["lr_outer"], seeds)
-                sweeps.append(sweep.model_dump(mode="json"))
-                result = run_sweep(sweep, data=data, device=torch.device("cpu"))
-                c = sweep.base.constraint
-                for (lr_h, lr_o, _, seed), final, history in zip(result.configs, result.final, result.history,
-                                                                 strict=True):
-                    entries.append({
-                        "n": size.n, "width": size.width, "family": family, "lr_hidden": lr_h, "lr_outer": lr_o,
-                        "seed": seed, "round": round_no[0], "zeta": c.zeta, "gamma": c.gamma,
-                        **{k: finite_or_none(v) for k, v in final.items() if k != "step"},
-                        "loss_history": [[h["step"], finite_or_none(h["train_loss"])] for h in history],
-                    })
+        per_seed = [(seed,) for seed in size.seeds] if family == "constrained_v" else [size.seeds]
+        files = [sweep_file(s, size, family, block["lr_hidden"], block["lr_outer"], seeds)
+                 for block in blocks for seeds in per_seed]
+        for sweep, runs in zip(files, run_sweeps(files, service), strict=True):
+            sweeps.append(sweep.model_dump(mode="json"))
+            c = sweep.base.constraint
+            for r, final in zip(runs, final_metrics(runs), strict=True):
+                entries.append({
+                    "n": size.n, "width": size.width, "family": family, "lr_hidden": r.params["optim.lr_hidden"],
+                    "lr_outer": r.params["optim.lr_outer"], "seed": r.params["seed"], "round": round_no[0],
+                    "zeta": c.zeta, "gamma": c.gamma, **final, "loss_history": r.loss_history,
+                })
         round_no[0] += 1
 
     def winners(grid: Grid) -> dict[str, tuple[dict[str, float], float]]:
@@ -371,7 +370,8 @@ def markdown(s: Setting, groups: list[GroupResult], stats: dict, verdict: dict |
         "# Scaling n at the narrow edge m = 2n/d (issue 11)", "",
         f"Command: `{meta['command']}`  ",
         f"Wall time {meta['wall_seconds']:.0f} s with {meta['processes']} process(es) of 1 torch thread "
-        f"(CPU time of the training processes {meta['cpu_seconds']:.0f} s; load average at start "
+        + (f"submitting sweeps to the service at {meta['url']} " if meta.get("url") else "")
+        + f"(CPU time of the training processes {meta['cpu_seconds']:.0f} s; load average at start "
         f"{meta['load_start']}, at end {meta['load_end']}); {platform.machine()}, torch {torch.__version__}.", "",
         "Setup: synthetic x ~ N(0, I_d) normalized to unit norm, y ~ N(0, 1), data seed 0, d = 10; tanh; loss "
         "1/(2n) sum (f - y)^2 (mean; the paper's 1/2 sum would make its learning rates ours divided by n); GD with "
@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="(n, family) groups trained in parallel, 1 torch thread each (default 2: two cores)")
     parser.add_argument("--replot", metavar="NAME", help="rebuild NAME.md, NAME.png and the verdict in NAME.json "
                                                          "from NAME.json's runs (no training)")
+    add_service_arguments(parser)
     args = parser.parse_args(argv)
     if args.replot:
         replot(args.out, args.replot)
@@ -424,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     # Largest n first, so that two processes finish together.
     order = sorted(((z, f) for z in s.sizes for f in s.families), key=lambda t: -t[0].n * t[0].width)
-    done = run_all(run_group, [(s, z, f) for z, f in order], args.processes)
+    service = service_of(args)
+    done = run_all(run_group, [(s, z, f, 1, service) for z, f in order], args.processes)
     groups = sorted(done, key=lambda g: (g.size.n, s.families.index(g.family)))
     for g in groups:
         print(f"  n={g.size.n:<5} {g.family:<14} {len(g.entries)} runs, {g.rounds} growth round(s): {g.seconds:.0f} s",
@@ -432,7 +434,8 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.perf_counter() - start
     cpu = sum(g.cpu_seconds or 0.0 for g in groups)
     meta = {"command": command.strip(), "wall_seconds": wall, "cpu_seconds": cpu,
-            "processes": args.processes, "load_start": load_start, "load_end": load_average()}
+            "processes": args.processes, "load_start": load_start, "load_end": load_average(),
+            **({"url": args.url} if args.url else {})}
     md = write_report(args.out, name, s, groups, meta)
     print(md)
     print(f"wall time {wall:.0f} s; outputs in {args.out}")
@@ -476,7 +479,8 @@ def replot(out: Path, name: str) -> None:
         groups.append(GroupResult(sizes[g["n"]], g["family"], mine, {k: tuple(v) for k, v in g["grid"].items()},
                                   g["rounds"], [tuple(a) for a in g["added"]], g["unresolved"], g["at_floor"], sweeps,
                                   g["seconds"], g.get("cpu_seconds")))  # None: not recorded
-    meta = {k: report[k] for k in ("command", "wall_seconds", "cpu_seconds", "processes", "load_start", "load_end")}
+    meta = {k: report[k] for k in ("command", "wall_seconds", "cpu_seconds", "processes", "load_start", "load_end",
+                                   "url") if k in report}
     print(write_report(out, name, s, groups, meta))
 
 

@@ -1,6 +1,8 @@
 """The paper's synthetic experiment (Figure 4 a-d), scaled to run in about 15 minutes on a 2-core CPU.
 
     python bench/reproduce_synthetic.py [--quick] [--out bench/results] [--processes 2]
+    python bench/reproduce_synthetic.py --url http://127.0.0.1:8000 [--key KEY] [--quick]   # the grids as sweeps of a
+        # running service (`narrownet serve` is enough): the same tables and heatmaps, the same numbers
     python bench/reproduce_synthetic.py --name synthetic.long --widths 10,20,40,80 --radii 1,3 --seeds 0,1,2 \
         --iterations 20000 --families constrained,regular     # a follow-up on a few cells with a longer budget
 
@@ -11,7 +13,9 @@ ball), regular (LeCun init, free outer layer; with finite r the paper's ablation
 lowest FINAL training loss over the grid (Figure 4 a/b) and the Jacobian's smallest singular value of that best
 config (Figure 4 c/d). The grid of each (width, family) starts at the given values and grows by a factor 2 past
 every edge a winner sits on (any radius, any seed), until every winner is interior; edges that remain are reported
-(bench/grids.py). All radii and learning rates of one (width, family) are vectorized sweeps (trainer.sweep).
+(bench/grids.py). All radii and learning rates of one (width, family) are sweep files (trainer/grid.py, the format
+of `narrownet sweep` and POST /v1/sweeps), trained here pack by pack as vectorized programs (trainer.sweep) or, with
+--url, submitted to the service, whose workers train the same packs (bench/sweep_runs.py).
 Writes NAME.json (every config's final metrics, the settings, the grids), NAME.md (tables) and NAME.png
 (heatmaps) into --out; NAME defaults to "synthetic". With several seeds a cell's value is computed per seed, and
 the tables show the median [min, max] over seeds.
@@ -37,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.grids import Grid, GrowthRule, describe, edge_hits, grow_until_interior  # noqa: E402
 from bench.report import finite_or_none, fmt, load_average, run_all, write_json  # noqa: E402
+from bench.sweep_runs import Service, add_service_arguments, final_metrics, run_sweeps, service_of  # noqa: E402
 from bench.v_family import RULE as V_RULE  # noqa: E402
 from bench.v_family import shallow_v_set  # noqa: E402
-from trainer.data import load_data  # noqa: E402
+from trainer.grid import SweepFile  # noqa: E402
 from trainer.init import init_batch  # noqa: E402
-from trainer.spec import MAX_LR, JobSpec, SyntheticData  # noqa: E402
-from trainer.sweep import SweepSpec, run_sweep  # noqa: E402
+from trainer.spec import MAX_LR, JobSpec  # noqa: E402
 
 FAMILIES = ("constrained", "constrained_v", "regular")
 PAPER_LRS = (1e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1, 5e-1)
@@ -106,35 +110,37 @@ def loss_key(entry: dict) -> float:
     return loss if loss is not None else math.inf  # a diverged config never wins a cell
 
 
-def run_row(s: Setting, width: int, family: str) -> dict:
-    """Train one (width, family) row over all radii and seeds, growing its lr grid until the winners are interior."""
+def sweep_file(s: Setting, family: str, width: int, block: Grid, seeds: tuple[int, ...]) -> SweepFile:
+    """One block of a row's lr grid over all radii and the given seeds: the file `narrownet sweep` and POST /v1/sweeps
+    take. V's zeta and gamma come from one seed's init, so the V family sweeps one seed at a time."""
+    zeta, gamma = shallow_v_set(width, s.d, seeds[0]) if family == "constrained_v" else (None, None)
+    return SweepFile(base=base_spec(s, family, width, seeds[0], zeta, gamma),
+                     grid={"optim.lr_hidden": list(block["lr_hidden"]), "optim.lr_outer": list(block["lr_outer"]),
+                           "constraint.radius": list(s.radii), "seed": list(seeds)})
+
+
+def run_row(s: Setting, width: int, family: str, service: Service | None = None) -> dict:
+    """Train one (width, family) row over all radii and seeds, growing its lr grid until the winners are interior;
+    here, or as sweeps of the service at service.url."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    data = load_data(SyntheticData(source="synthetic", n=s.n, d=s.d, seed=s.data_seed, labels=s.labels))
     w0_norms = {seed: init_norm(regime_of(family), width, s.d, seed) for seed in s.seeds}
     entries: list[dict] = []
     rounds = [0]
 
     def run(blocks: list[Grid]) -> None:
-        for block in blocks:
-            # V's zeta and gamma come from one seed's init, so the V family sweeps one seed at a time.
-            groups = [(seed,) for seed in s.seeds] if family == "constrained_v" else [s.seeds]
-            for seeds in groups:
-                zeta, gamma = shallow_v_set(width, s.d, seeds[0]) if family == "constrained_v" else (None, None)
-                sweep = SweepSpec(base=base_spec(s, family, width, seeds[0], zeta, gamma),
-                                  lr_hidden=list(block["lr_hidden"]), lr_outer=list(block["lr_outer"]),
-                                  radius=list(s.radii), seed=list(seeds))
-                result = run_sweep(sweep, data=data, device=torch.device("cpu"))
-                for (lr_h, lr_o, radius, seed), final, history in zip(result.configs, result.final, result.history,
-                                                                      strict=True):
-                    entries.append({
-                        "width": width, "family": family, "regime": regime_of(family),
-                        "radius": finite_or_none(radius), "lr_hidden": lr_h, "lr_outer": lr_o, "seed": seed,
-                        "round": rounds[0], "zeta": zeta, "gamma": gamma,
-                        **{k: finite_or_none(v) for k, v in final.items() if k != "step"},
-                        "w0_norm": w0_norms[seed],
-                        "loss_history": [[h["step"], finite_or_none(h["train_loss"])] for h in history],
-                    })
+        groups = [(seed,) for seed in s.seeds] if family == "constrained_v" else [s.seeds]
+        sweeps = [sweep_file(s, family, width, block, seeds) for block in blocks for seeds in groups]
+        for sweep, runs in zip(sweeps, run_sweeps(sweeps, service), strict=True):
+            c = sweep.base.constraint
+            for r, final in zip(runs, final_metrics(runs), strict=True):
+                seed = r.params["seed"]
+                entries.append({
+                    "width": width, "family": family, "regime": regime_of(family),
+                    "radius": r.params["constraint.radius"], "lr_hidden": r.params["optim.lr_hidden"],
+                    "lr_outer": r.params["optim.lr_outer"], "seed": seed, "round": rounds[0], "zeta": c.zeta,
+                    "gamma": c.gamma, **final, "w0_norm": w0_norms[seed], "loss_history": r.loss_history,
+                })
         rounds[0] += 1
 
     def winners(grid: Grid) -> dict[str, tuple[dict[str, float], float]]:
@@ -291,8 +297,10 @@ def grids_text(s: Setting, rows: list[dict]) -> list[str]:
 def markdown(s: Setting, cells: dict[Cell, list[dict]], rows: list[dict], entries: list[dict], meta: dict) -> str:
     return "\n".join([
         "# Synthetic experiment (the paper's Figure 4), reproduced at CPU scale", "",
-        f"Command: `{meta['command']}`  ", f"Wall time {meta['wall_seconds']:.0f} s, {meta['processes']} process(es) "
-        f"of 1 torch thread; load average {meta['load_start']} at start, {meta['load_end']} at the end "
+        f"Command: `{meta['command']}`  ", f"Wall time {meta['wall_seconds']:.0f} s, "
+        + (f"the sweeps trained by the service at {meta['url']}, {meta['processes']} row(s) in flight"
+           if meta.get("url") else f"{meta['processes']} process(es) of 1 torch thread")
+        + f"; load average {meta['load_start']} at start, {meta['load_end']} at the end "
         f"({platform.machine()}, torch {torch.__version__}).", "",
         f"Data: n = {s.n}, d = {s.d} (2n/d = {2 * s.n / s.d:g}), x ~ N(0, I) normalized to unit norm, "
         f"{s.labels} labels, data seed {s.data_seed}. Net: 1 hidden layer, tanh, loss 1/(2n) sum (f - y)^2 (the mean; "
@@ -377,7 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="synthetic", help="output file stem")
     # One torch thread per process: on a shared 2-core machine, two OpenMP threads competing with other processes
     # ran ~10x slower. Parallelism comes from processes, one (width, family) row each.
-    parser.add_argument("--processes", type=int, default=2, help="rows trained in parallel (1 thread each)")
+    parser.add_argument("--processes", type=int, default=2, help="rows trained in parallel (1 thread each); with "
+                                                                  "--url, rows whose sweeps are in flight at once")
+    add_service_arguments(parser)
     overrides = {  # each replaces one field of the chosen setting
         "n": int, "d": int, "labels": str, "iterations": int, "widths": ints, "radii": radii, "lr_hidden": floats,
         "lr_outer": floats, "seeds": ints, "families": families, "max_rounds": int,
@@ -392,14 +402,15 @@ def main(argv: list[str] | None = None) -> None:
 
     load_start = load_average()
     start = time.perf_counter()
-    tasks = sorted(((setting, m, f) for m in setting.widths for f in setting.families), key=lambda t: -t[1])
+    service = service_of(args)
+    tasks = sorted(((setting, m, f, service) for m in setting.widths for f in setting.families), key=lambda t: -t[1])
     rows = sorted(run_all(run_row, tasks, args.processes),
                   key=lambda r: (setting.widths.index(r["width"]), setting.families.index(r["family"])))
     total = time.perf_counter() - start
     entries = [e for r in rows for e in r.pop("entries")]
     cells = best_per_cell(entries, rows)
     meta = {"command": command.strip(), "wall_seconds": total, "processes": args.processes,
-            "load_start": load_start, "load_end": load_average()}
+            "load_start": load_start, "load_end": load_average(), **({"url": args.url} if args.url else {})}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{args.name}.json", {
         **meta, "torch": torch.__version__, "setting": asdict(setting), "families": list(setting.families),

@@ -232,8 +232,9 @@ def parse_sweep_file(obj: Any) -> SweepFile:
     read as the grid over those four axes."""
     if isinstance(obj, dict) and "grid" not in obj and LEGACY_AXES.keys() & obj.keys():
         legacy = dict(obj)
-        grid = {LEGACY_AXES[k]: legacy.pop(k) for k in list(legacy) if k in LEGACY_AXES and legacy[k] is not None}
-        obj = {**legacy, "grid": grid}
+        # The old format wrote every list, an absent one as null (the base's value): no axis.
+        values = {k: legacy.pop(k) for k in list(legacy) if k in LEGACY_AXES}
+        obj = {**legacy, "grid": {LEGACY_AXES[k]: v for k, v in values.items() if v is not None}}
     return SweepFile.model_validate(obj)
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from bench.grids import describe, edge_hits
 from bench.v_family import shallow_v_set
-from trainer.sweep import SweepSpec
+from narrownet.client import NarrownetClient
+from narrownet.cluster import Serve
+from trainer.grid import expand, parse_sweep_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,11 +48,13 @@ def test_every_group_ran_its_final_grid_once_per_seed(quick):
 def test_the_sweeps_saved_as_data_rebuild_exactly_the_runs(quick):
     _, _, report = quick
     configs = []
-    for body in report["sweeps"]:
-        sweep = SweepSpec.model_validate(body)
-        family = "regular" if sweep.base.regime == "regular" else (
-            "constrained_v" if sweep.base.constraint.zeta is not None else "constrained")
-        configs += [(sweep.base.data.n, family, lr_h, lr_o, seed) for lr_h, lr_o, _, seed in sweep.configs()]
+    for body in report["sweeps"]:  # each one the file `narrownet sweep` and POST /v1/sweeps take
+        sweep = parse_sweep_file(body)
+        for config in expand(sweep):
+            spec = config.spec
+            family = "regular" if spec.regime == "regular" else (
+                "constrained_v" if spec.constraint.zeta is not None else "constrained")
+            configs.append((spec.data.n, family, spec.optim.lr_hidden, spec.optim.lr_outer, spec.seed))
     entries = [(e["n"], e["family"], e["lr_hidden"], e["lr_outer"], e["seed"]) for e in report["entries"]]
     assert sorted(configs) == sorted(entries)
 
@@ -97,3 +101,24 @@ def test_replot_rebuilds_the_same_report_from_the_json_alone(quick):
     again = json.loads((out / "scaling.quick.json").read_text())
     assert again["verdict"] == report["verdict"] and again["entries"] == report["entries"]
     assert again["sweeps"] == report["sweeps"]
+
+
+@pytest.mark.slow  # starts `narrownet serve` (API, worker, reconciler) and trains the quick grids through it
+def test_url_mode_submits_the_same_sweep_files_and_gets_the_local_numbers(quick, tmp_path):
+    _, _, mine = quick
+    served = Serve(tmp_path / "home", {"NARROWNET_WORKER_TORCH_THREADS": "1"})  # as the local run: 1 torch thread
+    key = served.start()
+    try:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_scaling.py"), "--quick", "--out", str(tmp_path),
+                        "--families", "regular,constrained,constrained_v", "--processes", "2", "--url", served.url,
+                        "--key", key], check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        with NarrownetClient(served.url, key) as client:
+            submitted = client.sweeps(limit=200)
+    finally:
+        served.stop()
+    theirs = json.loads((tmp_path / "scaling.quick.json").read_text())
+    assert theirs["url"] == served.url and submitted["total"] == len(theirs["sweeps"])
+    assert theirs["sweeps"] == mine["sweeps"]  # one format: the files the local run trained are the ones submitted
+    assert theirs["entries"] == mine["entries"]  # bit for bit, loss histories included
+    assert theirs["verdict"] == mine["verdict"]
+    assert [g["stats"] for g in theirs["groups"]] == [g["stats"] for g in mine["groups"]]

@@ -1,20 +1,30 @@
-"""Smoke test of the synthetic reproduction: the --quick path, run as the command a user runs."""
+"""Smoke test of the synthetic reproduction: the --quick path, run as the command a user runs, here and through a
+running service (--url: the grids as sweeps)."""
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.grids import describe, edge_hits
 from bench.v_family import shallow_v_set
+from narrownet.client import NarrownetClient
+from narrownet.cluster import Serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def quick(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_synthetic.py"), "--quick", "--out", str(out),
+                           *args], check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 def test_quick_run_writes_one_entry_per_cell_and_config_of_each_grown_grid(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce_synthetic.py"), "--quick", "--out", str(tmp_path),
-                    "--processes", "1"], check=True, cwd=ROOT, capture_output=True, timeout=300)
+    quick(tmp_path, "--processes", "1")
 
     for name in ("synthetic.json", "synthetic.md", "synthetic.png"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -30,7 +40,8 @@ def test_quick_run_writes_one_entry_per_cell_and_config_of_each_grown_grid(tmp_p
                                                                                               report["families"]))
 
     for e in report["entries"]:
-        assert e["loss_history"][-1] == [s["iterations"], e["train_loss"]]
+        if e["train_loss"] is not None:  # a diverged config's history ends at its last finite loss
+            assert e["loss_history"][-1] == [s["iterations"], e["train_loss"]]
         if e["radius"] is not None:  # the projection keeps W inside the ball
             assert e["w_dist"] <= e["radius"] * (1 + 1e-5)
         if e["family"] == "constrained_v":  # V from this seed's init, and v stays in it
@@ -51,3 +62,36 @@ def test_quick_run_writes_one_entry_per_cell_and_config_of_each_grown_grid(tmp_p
     assert bool(hits) == ("r=inf seed 0" in row["unresolved"] or "r=inf seed 0" in row["at_floor"])
     assert "### V switched on" in md
     assert (tmp_path / "synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def without_times(md: str) -> str:
+    """The report less what depends on the clock, the machine's load and the command line."""
+    tables = md[md.index("### Best final training loss"):]
+    return re.sub(r"\(\d+ s\)", "", tables)
+
+
+@pytest.mark.slow  # starts `narrownet serve` (API, worker, reconciler) and trains the quick grid through it: ~30 s
+def test_url_mode_runs_the_grids_as_sweeps_of_a_service_with_the_local_numbers(tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    quick(local, "--processes", "1")
+    served = Serve(tmp_path / "home", {"NARROWNET_WORKER_TORCH_THREADS": "1"})  # as the local run: 1 torch thread
+    key = served.start()
+    try:
+        quick(remote, "--processes", "2", "--url", served.url, "--key", key)
+        with NarrownetClient(served.url, key) as client:
+            sweeps = client.sweeps(limit=200)
+            quick(tmp_path / "again", "--processes", "2", "--url", served.url, "--key", key)
+            assert client.sweeps(limit=200)["total"] == sweeps["total"]  # the same command attaches to its sweeps
+    finally:
+        served.stop()
+
+    assert sweeps["total"] > 0 and all(s["status"] == "succeeded" for s in sweeps["items"])
+    mine, theirs = (json.loads((out / "synthetic.json").read_text()) for out in (local, remote))
+    assert theirs["url"] == served.url
+    # The same packs on one torch thread: every config's final metrics and loss history are bit for bit the same.
+    assert theirs["entries"] == mine["entries"]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in theirs["rows"]] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in mine["rows"]]
+    assert len(theirs["entries"]) == sum(s["n_configs"] for s in sweeps["items"])
+    assert without_times((remote / "synthetic.md").read_text()) == without_times((local / "synthetic.md").read_text())
+    assert (remote / "synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,8 +51,10 @@ def test_paper_setup_2000_steps_pack_within_1e5_of_alone_both_regimes_with_radii
         assert got.final_metrics["train_loss"] == alone, config.params
 
 
-def test_a_diverging_config_fails_alone_and_the_rest_match_their_lone_runs(tmp_path, make_spec, one_thread):
-    base = make_spec(constraint={"radius": None}, optim={"iterations": 100}, metrics_every=5)
+@pytest.mark.parametrize("v_set", [{}, {"zeta": 0.01, "gamma": 5.0}], ids=["v-off", "v-on"])
+def test_a_diverging_config_fails_alone_and_the_rest_match_their_lone_runs(tmp_path, make_spec, one_thread, v_set):
+    # With V on the pack also carries each config's P_V binding count, which must shrink with the pack.
+    base = make_spec(constraint={"radius": None, **v_set}, optim={"iterations": 100}, metrics_every=5)
     sweep = _sweep(base, {"optim.lr_hidden": [0.1, 100.0], "optim.lr_outer": [0.1, 100.0]})
     result = run_sweep(sweep)
     statuses = [r.status for r in result.results]
@@ -80,3 +82,6 @@ def test_the_old_local_format_is_read_as_a_grid(make_spec):
     sweep = parse_sweep_file({"base": base, "lr_hidden": [0.1, 0.2], "radius": [1.0, None]})
     assert sweep.grid == {"optim.lr_hidden": [0.1, 0.2], "constraint.radius": [1.0, None]}
     assert [r.status for r in run_sweep(sweep).results] == ["succeeded"] * 4
+    # As the old engine saved them (bench/results/scaling.json): every list, the ones not swept as null.
+    saved = parse_sweep_file({"base": base, "lr_hidden": [0.1], "lr_outer": None, "radius": None, "seed": [1, 2]})
+    assert saved.grid == {"optim.lr_hidden": [0.1], "seed": [1, 2]}

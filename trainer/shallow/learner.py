@@ -124,7 +124,7 @@ class ShallowLearner:
         that diverged, were cancelled or changed hands. The others' arithmetic is unchanged."""
         index = torch.tensor(list(keep), dtype=torch.long, device=self.device)
         self.grid = self.grid.subset(keep)
-        for name in ("W", "v", "W0", "lr_hidden", "lr_outer", "radius"):
+        for name in ("W", "v", "W0", "lr_hidden", "lr_outer", "radius", "v_projected"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self.opt = {k: t.index_select(0, index) for k, t in self.opt.items()}
         self.project_w = any(math.isfinite(r) for r in self.grid.radius)
