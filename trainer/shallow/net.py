@@ -159,11 +159,25 @@ def features(X: Tensor, W: Tensor, activation: Activation, pairwise: bool,
     return (H1, H2), (B1, B2), torch.sub(B1, B2, out=_buffer(ws, "Phi", B1.shape, B1))
 
 
+def per_config_mm(a: Tensor, b: Tensor) -> Tensor:
+    """bmm(a, b) as one mm per config.  torch's CPU bmm computes a batch of one (a lone job) with another kernel
+    than a batch of C (a pack) when `a` has a single row, so the two rounded differently and a config drifted
+    from its lone run; C mm calls of one shape are the same arithmetic whatever C is (on one thread)."""
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0]).unsqueeze(0)
+    if a.requires_grad or b.requires_grad:  # autograd (tests, the deep nets' checks) cannot follow out=
+        return torch.stack([torch.mm(a[c], b[c]) for c in range(a.shape[0])])
+    out = a.new_empty((a.shape[0], a.shape[1], b.shape[2]))
+    for c in range(a.shape[0]):
+        torch.mm(a[c], b[c], out=out[c])
+    return out
+
+
 def outputs_t(Phi_t: Tensor, v: Tensor, activation: Activation, pairwise: bool) -> Tensor:
     """F^T = scale v^T Phi^T (+ shift sum_j u_j when not pairwise): (C, k, n).  This orientation is a plain bmm;
     Phi v with Phi^T transposed is ~15x slower for k = 1 on CPU."""
     _, _, scale, shift = _AFFINE[activation]
-    F_t = torch.bmm(v.transpose(1, 2), Phi_t)
+    F_t = per_config_mm(v.transpose(1, 2), Phi_t)
     if scale != 1:
         F_t = F_t.mul_(scale) if not F_t.requires_grad else F_t * scale
     if shift and not pairwise:
