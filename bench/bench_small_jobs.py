@@ -13,6 +13,7 @@ the median time between two consecutive job starts. Run:
 
     .venv/bin/python bench/bench_small_jobs.py [--jobs 50] [--only plain,celery,pg+redis,embedded] [--json out]
     .venv/bin/python bench/bench_small_jobs.py --quick     # 3 jobs, tiny: what tests/bench runs
+    .venv/bin/python bench/bench_small_jobs.py --idle-cpu 20  # CPU of an idle `narrownet serve` (all processes)
 
 Redis is a redis-server of our own on a free port; PostgreSQL is a fresh database on 127.0.0.1:5432.
 """
@@ -69,6 +70,7 @@ class PathResult:
     jobs: int
     seconds: float  # last finish - first start
     median_gap_s: float | None  # between consecutive starts; None for the plain loop (no queue)
+    median_job_s: float  # start to finish of one job, as the job recorded them
     statuses: dict[str, int]
 
     @property
@@ -82,7 +84,8 @@ def summarize(path: str, spans: list[tuple[float, float]], statuses: dict[str, i
     starts = sorted(s for s, _ in spans)
     seconds = max(f for _, f in spans) - starts[0]
     gap = statistics.median(b - a for a, b in itertools.pairwise(starts)) if gaps and len(starts) > 1 else None
-    return PathResult(path, len(spans), seconds, gap, statuses)
+    job = statistics.median(f - s for s, f in spans)
+    return PathResult(path, len(spans), seconds, gap, job, statuses)
 
 
 # ---- plain loop -------------------------------------------------------------------------------------------
@@ -220,6 +223,45 @@ def run_embedded(n: int, spec: dict[str, Any], workdir: Path) -> PathResult:
         serve.stop()
 
 
+def process_tree_cpu_seconds(root: int) -> float:
+    """user + system CPU seconds of `root` and every process under it, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+
+    def under_root(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return sum(t for pid, t in ticks.items() if under_root(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_serve_cpu(seconds: float, settle: float = 5.0) -> float:
+    """CPU used by an idle `narrownet serve` (API, worker, reconciler), as a fraction of one core."""
+    workdir = Path(tempfile.mkdtemp(prefix="narrownet-idle-"))
+    serve = Serve(workdir / "home", {"NARROWNET_LOG_LEVEL": "WARNING"})
+    serve.start()
+    try:
+        assert serve.process is not None
+        time.sleep(settle)  # past startup and the worker's first polls
+        before, t0 = process_tree_cpu_seconds(serve.process.pid), time.monotonic()
+        time.sleep(seconds)
+        return (process_tree_cpu_seconds(serve.process.pid) - before) / (time.monotonic() - t0)
+    finally:
+        serve.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # ---- the run -----------------------------------------------------------------------------------------------
 
 def run(n: int, spec: dict[str, Any], only: tuple[str, ...] = PATHS) -> dict[str, PathResult]:
@@ -257,10 +299,11 @@ def ratios(results: dict[str, PathResult]) -> dict[str, float]:
 
 def report(results: dict[str, PathResult], n: int) -> str:
     lines = [f"{n} small jobs, one worker of concurrency 1, {os.cpu_count()} CPUs", "",
-             "| path | jobs/s | median gap between job starts | statuses |", "|---|---:|---:|---|"]
+             "| path | jobs/s | median gap between job starts | median job (start to finish) | statuses |",
+             "|---|---:|---:|---:|---|"]
     for r in results.values():
         gap = "-" if r.median_gap_s is None else f"{r.median_gap_s:.3f} s"
-        lines.append(f"| {r.path} | {r.jobs_per_s:.1f} | {gap} | {r.statuses} |")
+        lines.append(f"| {r.path} | {r.jobs_per_s:.1f} | {gap} | {r.median_job_s:.3f} s | {r.statuses} |")
     lines.append("")
     lines += [f"{name}: {value:.2f}" for name, value in ratios(results).items()]
     return "\n".join(lines)
@@ -272,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
     parser.add_argument("--quick", action="store_true", help="3 tiny jobs per path: checks that it runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--idle-cpu", type=float, metavar="SECONDS",
+                        help="instead: measure the CPU an idle `narrownet serve` uses over SECONDS")
     args = parser.parse_args(argv)
+    if args.idle_cpu:
+        print(f"idle narrownet serve over {args.idle_cpu:g} s: {idle_serve_cpu(args.idle_cpu) * 100:.2f}% of one core")
+        return 0
     only = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = set(only) - set(PATHS)
     if unknown:

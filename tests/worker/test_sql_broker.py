@@ -1,0 +1,49 @@
+"""The embedded broker's adaptive polling (worker/sql_broker.py), on a real SQLite broker file through kombu."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from core.queue import _transport_options
+from worker import sql_broker
+
+
+def test_waits_after_empty_polls_double_from_the_minimum_up_to_about_a_second():
+    waits = [0.0]
+    for _ in range(12):
+        waits.append(sql_broker.next_wait(waits[-1]))
+    assert waits[1] == sql_broker.MIN_POLL_SECONDS
+    assert all(b == min(2 * a, sql_broker.MAX_POLL_SECONDS) for a, b in zip(waits[1:], waits[2:], strict=False))
+    assert waits[-1] == sql_broker.MAX_POLL_SECONDS == 1.0
+
+
+@pytest.fixture
+def broker(tmp_path):
+    sql_broker.install()
+    url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
+    with Connection(url, transport_options=_transport_options(url, 5.0)) as connection:
+        yield connection
+
+
+def test_the_worker_side_of_an_sqla_url_is_the_adaptive_transport(broker):
+    assert isinstance(broker.transport, sql_broker.AdaptivePollingTransport)
+
+
+def test_a_message_sent_is_delivered_at_the_next_drain_and_the_wait_resets(broker):
+    queue = Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu")
+    got = []
+    with broker.Consumer(queue, callbacks=[lambda body, message: (got.append(body), message.ack())]):
+        broker.transport._wait = sql_broker.MAX_POLL_SECONDS  # as after a long idle spell
+        broker.Producer().publish({"job": 1}, exchange=queue.exchange, routing_key="cpu", declare=[queue])
+        broker.drain_events(timeout=5)
+        assert got == [{"job": 1}]
+        assert broker.transport._wait == 0.0  # the next poll comes at once: a burst runs back to back
+
+
+def test_an_empty_queue_backs_off_and_the_drain_ends_at_its_timeout(broker):
+    queue = Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu")
+    with broker.Consumer(queue, callbacks=[lambda body, message: message.ack()]):
+        with pytest.raises(TimeoutError):
+            broker.drain_events(timeout=0.3)
+        assert broker.transport._wait >= 4 * sql_broker.MIN_POLL_SECONDS  # backed off: not a busy loop

@@ -1,0 +1,73 @@
+"""The worker's side of the embedded (SQLite) broker: kombu's SQL transport, polled adaptively.
+
+kombu's SQL transport has no way to be woken: a worker finds a message only by polling, and kombu sleeps a
+fixed `polling_interval` after every empty poll. Fixed, it is a trade: long, and a worker that has just
+finished a job waits up to a whole interval for the next one (one small job a second at 1 s); short, and an
+idle worker takes SQLite's write lock (kombu's poll is a BEGIN IMMEDIATE) many times a second for nothing.
+
+So the wait adapts, in the worker's loop (Transport.drain_events):
+- while every channel is busy (prefetch 1: a job is running), nothing is polled; the loop only checks, every
+  BUSY_CHECK_SECONDS, whether the job has finished, which costs no query;
+- right after a message (or a finished job), the next poll comes at once, and the waits after empty polls
+  start at MIN_POLL_SECONDS and double up to MAX_POLL_SECONDS: a burst of jobs runs back to back, and an idle
+  worker polls about once a second.
+"""
+
+from __future__ import annotations
+
+from queue import Empty
+from time import monotonic, sleep
+from typing import Any
+
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import sqlalchemy as kombu_sql
+
+MIN_POLL_SECONDS = 0.01
+MAX_POLL_SECONDS = 1.0
+BUSY_CHECK_SECONDS = 0.005
+
+
+def next_wait(previous: float) -> float:
+    """The wait after an empty poll that followed a wait of `previous` seconds."""
+    return min(MAX_POLL_SECONDS, max(MIN_POLL_SECONDS, previous * 2))
+
+
+class AdaptivePollingTransport(kombu_sql.Transport):
+    """kombu's SQL transport with the waits described in the module docstring."""
+
+    polling_interval = MIN_POLL_SECONDS
+    _wait = 0.0  # seconds to wait after the next empty poll's predecessor; 0: poll at once
+
+    def _busy(self) -> bool:
+        # Every consuming channel is at its prefetch limit: a poll could not take a message anyway.
+        channels = [c for c in self.channels if c._consumers]
+        return bool(channels) and not any(c.qos.can_consume() for c in channels)
+
+    def drain_events(self, connection: Any, timeout: Any = None, **_: Any) -> None:
+        assert self.cycle is not None  # set when the first channel opens
+        started = monotonic()
+        while True:
+            if self._busy():
+                self._wait = 0.0  # the job will end: then look for the next one at once
+                pause = BUSY_CHECK_SECONDS
+            else:
+                try:
+                    self.cycle.get(self._deliver, timeout=timeout)
+                except Empty:
+                    self._wait = next_wait(self._wait)
+                    pause = self._wait
+                else:
+                    self._wait = 0.0
+                    return
+            if timeout is not None:
+                left = timeout - (monotonic() - started)
+                if left <= 0:
+                    raise TimeoutError()  # socket.timeout, which celery catches
+                pause = min(pause, left)
+            sleep(pause)
+
+
+def install() -> None:
+    """Make `sqla+...` broker URLs use AdaptivePollingTransport in this process (the worker's)."""
+    TRANSPORT_ALIASES["sqla"] = f"{__name__}:AdaptivePollingTransport"
+    TRANSPORT_ALIASES["sqlalchemy"] = f"{__name__}:AdaptivePollingTransport"
