@@ -30,6 +30,38 @@ from core.db.migrate import upgrade  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from narrownet.cluster import RedisServer  # noqa: E402
 
+# Stages of a request timed by wrapping the function that does each (module, attribute, label).
+STAGES = [
+    ("api.services.keys", "authenticate", "  key lookup"),
+    ("api.deps", "_rate_limit", "  rate limiter"),
+    ("api.services.jobs", "submit_job", "submit service (resolve, idempotency, reuse, cap, insert)"),
+    ("api.services.quota", "insert_within_queued_cap", "  queued cap + insert"),
+    ("api.runtime", "enqueue_job", "enqueue to the broker (after commit)"),
+    ("api.deps", "_commit", "commit (+ after-commit work)"),
+    ("api.services.jobs", "get_job", "get service"),
+    ("api.services.jobs", "list_jobs", "list service"),
+]
+
+
+def instrument() -> dict[str, list[float]]:
+    import importlib
+    import time as _time
+
+    seen: dict[str, list[float]] = {}
+    for module_name, attr, label in STAGES:
+        module = importlib.import_module(module_name)
+        original = getattr(module, attr)
+
+        def wrapped(*a: object, __original=original, __label=label, **kw: object) -> object:  # noqa: ANN001
+            t0 = _time.perf_counter()
+            try:
+                return __original(*a, **kw)
+            finally:
+                seen.setdefault(__label, []).append(_time.perf_counter() - t0)
+
+        setattr(module, attr, wrapped)
+    return seen
+
 
 async def drive(app: object, key: str, kind: str, n: int) -> tuple[float, pstats.Stats]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
@@ -59,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--request", choices=("healthz", "submit", "get", "list"), default="submit")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--stages", action="store_true",
+                        help="instead of cProfile (blind to the worker threads): wall time per stage")
     args = parser.parse_args(argv)
+    stages = instrument() if args.stages else None
     workdir = Path(tempfile.mkdtemp(prefix="narrownet-profile-api-"))
     redis_server = RedisServer(workdir)
     redis_server.start()
@@ -83,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{args.request}: {seconds * 1000:.2f} ms per request under cProfile ({args.requests} requests, "
           "one at a time)")
-    stats.sort_stats("cumulative").print_stats(args.top)
+    if stages is not None:
+        total = args.requests + 20 + 1
+        print("| stage | ms per request (mean) |\n|---|---:|")
+        for _, _, label in STAGES:
+            if label in stages:
+                print(f"| {label} | {sum(stages[label]) / total * 1000:.2f} |")
+    else:
+        stats.sort_stats("cumulative").print_stats(args.top)
     return 0
 
 
