@@ -155,12 +155,17 @@ class JobStore:
         repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=key,
                                sha256=sha256, size_bytes=path.stat().st_size, final=final)
 
-    def record_checkpoint(self, step: int, path: Path, sha256: str) -> None:
-        """Publish the checkpoint, record its row, then drop the store's copies of older ones."""
+    def record_checkpoint(self, step: int, path: Path, sha256: str, *,
+                          points: list[tuple[int, dict[str, Any]]] | None = None,
+                          total_steps: int | None = None) -> None:
+        """Publish the checkpoint; then, in one transaction, the metric points up to it (if any are pending) and
+        its row: the row never exists without the points before it. Then drop the store's older copies."""
         key = self.publish_checkpoint(step, path, sha256)
 
         def write() -> None:
             with self.sessions.begin() as session:
+                if points:
+                    self._fenced(self.write_metrics(session, points, total_steps=total_steps))
                 self._fenced(self.write_checkpoint(session, step, path, sha256))
 
         self._retrying("record a checkpoint", write)

@@ -19,7 +19,7 @@ from queue import Empty
 from time import monotonic, sleep
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES
+from kombu import transport as kombu_transport
 from kombu.transport import sqlalchemy as kombu_sql
 
 MIN_POLL_SECONDS = 0.01
@@ -69,5 +69,6 @@ class AdaptivePollingTransport(kombu_sql.Transport):
 
 def install() -> None:
     """Make `sqla+...` broker URLs use AdaptivePollingTransport in this process (the worker's)."""
-    TRANSPORT_ALIASES["sqla"] = f"{__name__}:AdaptivePollingTransport"
-    TRANSPORT_ALIASES["sqlalchemy"] = f"{__name__}:AdaptivePollingTransport"
+    for alias in ("sqla", "sqlalchemy"):
+        kombu_transport.TRANSPORT_ALIASES[alias] = f"{__name__}:AdaptivePollingTransport"
+        kombu_transport._transport_cache.pop(alias, None)  # resolved before, by a sender in this process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kombu import Connection, Exchange, Queue
+from kombu import transport as kombu_transport
 
 from core.queue import _transport_options
 from worker import sql_broker
@@ -19,7 +20,10 @@ def test_waits_after_empty_polls_double_from_the_minimum_up_to_about_a_second():
 
 
 @pytest.fixture
-def broker(tmp_path):
+def broker(tmp_path, monkeypatch):
+    # What install() changes is kombu's process-wide table: put it back for the tests that follow.
+    monkeypatch.setattr(kombu_transport, "TRANSPORT_ALIASES", dict(kombu_transport.TRANSPORT_ALIASES))
+    monkeypatch.setattr(kombu_transport, "_transport_cache", dict(kombu_transport._transport_cache))
     sql_broker.install()
     url = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
     with Connection(url, transport_options=_transport_options(url, 5.0)) as connection:
