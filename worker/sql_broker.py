@@ -10,17 +10,23 @@ So the wait adapts, in the worker's loop (Transport.drain_events):
   BUSY_CHECK_SECONDS, whether the job has finished, which costs no query;
 - right after a message (or a finished job), the next poll comes at once, and the waits after empty polls
   start at MIN_POLL_SECONDS and double up to MAX_POLL_SECONDS: a burst of jobs runs back to back, and an idle
-  worker polls about once a second.
+  worker polls about once a second;
+- and a sender wakes it (core/broker_wake.py): a wait between empty polls also ends when a wake-up datagram
+  arrives, so a job sent to an idle worker is picked up at once, not at the next poll.
 """
 
 from __future__ import annotations
 
+import select
+import socket
 from queue import Empty
 from time import monotonic, sleep
 from typing import Any
 
 from kombu import transport as kombu_transport
 from kombu.transport import sqlalchemy as kombu_sql
+
+from core import broker_wake
 
 MIN_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 1.0
@@ -37,6 +43,8 @@ class AdaptivePollingTransport(kombu_sql.Transport):
 
     polling_interval = MIN_POLL_SECONDS
     _wait = 0.0  # seconds to wait after the next empty poll's predecessor; 0: poll at once
+    _listener: socket.socket | None = None
+    _listening = False  # whether _listener was set up (it stays None when another worker has the wake-ups)
 
     def _busy(self) -> bool:
         # Every consuming channel is at its prefetch limit: a poll could not take a message anyway.
@@ -47,7 +55,8 @@ class AdaptivePollingTransport(kombu_sql.Transport):
         assert self.cycle is not None  # set when the first channel opens
         started = monotonic()
         while True:
-            if self._busy():
+            busy = self._busy()
+            if busy:
                 self._wait = 0.0  # the job will end: then look for the next one at once
                 pause = BUSY_CHECK_SECONDS
             else:
@@ -64,7 +73,33 @@ class AdaptivePollingTransport(kombu_sql.Transport):
                 if left <= 0:
                     raise TimeoutError()  # socket.timeout, which celery catches
                 pause = min(pause, left)
-            sleep(pause)
+            if busy:
+                sleep(pause)
+            else:
+                self._wait_or_wake(pause)
+
+    def close_connection(self, connection: Any) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._listener, self._listening = None, False
+        super().close_connection(connection)  # type: ignore[no-untyped-call]  # kombu is untyped
+
+    def _wait_or_wake(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if a sender wakes us: then the next poll comes at once."""
+        if not self._listening:
+            self._listening = True
+            self._listener = broker_wake.listen(str(getattr(self.client, "hostname", "")))
+        if self._listener is None:
+            sleep(seconds)
+            return
+        ready, _, _ = select.select([self._listener], [], [], seconds)
+        if ready:
+            try:
+                while self._listener.recv(64):  # every wake-up sent so far: one poll serves them all
+                    pass
+            except BlockingIOError:
+                pass
+            self._wait = 0.0
 
 
 def install() -> None:

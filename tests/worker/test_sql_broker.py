@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from kombu import Connection, Exchange, Queue
 from kombu import transport as kombu_transport
 
+from core import broker_wake
 from core.queue import _transport_options
 from worker import sql_broker
 
@@ -51,3 +54,34 @@ def test_an_empty_queue_backs_off_and_the_drain_ends_at_its_timeout(broker):
         with pytest.raises(TimeoutError):
             broker.drain_events(timeout=0.3)
         assert broker.transport._wait >= 4 * sql_broker.MIN_POLL_SECONDS  # backed off: not a busy loop
+
+
+def test_a_send_through_core_queue_ends_an_idle_workers_wait_between_polls(broker, tmp_path):
+    from celery import Celery
+
+    from core.queue import enqueue_job
+
+    queue = Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu")
+    got = []
+    sender = Celery("sender", broker=f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    sender.conf.task_queues = [queue]
+    with broker.Consumer(queue, callbacks=[lambda body, message: (got.append(body), message.ack())]):
+        with pytest.raises(TimeoutError):
+            broker.drain_events(timeout=0.05)  # empty polls: the worker now listens for wake-ups
+        assert broker.transport._listener is not None
+        woken = threading.Event()
+        waiter = threading.Thread(target=lambda: (broker.transport._wait_or_wake(120), woken.set()), daemon=True)
+        waiter.start()
+        enqueue_job(sender, "job-1", "cpu")
+        assert woken.wait(60), "a wait of 120 s between polls did not end when a job was sent"
+        broker.drain_events(timeout=10)
+    assert got[0][0] == ["job-1"]  # celery's message body: [args, kwargs, embed]
+
+
+def test_the_wake_up_address_names_the_broker_file_and_only_sqlite_brokers_have_one(tmp_path):
+    a = broker_wake.address(f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    assert a is not None and a == broker_wake.address(f"sqlite:///{tmp_path / 'broker.db'}")  # kombu's spelling
+    assert a != broker_wake.address(f"sqla+sqlite:///{tmp_path / 'other.db'}")
+    assert broker_wake.address("redis://127.0.0.1:6379/0") is None
+    broker_wake.wake("redis://127.0.0.1:6379/0")  # nothing to wake: a no-op
+    broker_wake.wake(f"sqla+sqlite:///{tmp_path / 'nobody.db'}")  # nobody listens: no error
