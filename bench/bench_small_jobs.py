@@ -246,17 +246,31 @@ def process_tree_cpu_seconds(root: int) -> float:
     return sum(t for pid, t in ticks.items() if under_root(pid)) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_serve_cpu(seconds: float, settle: float = 5.0) -> float:
-    """CPU used by an idle `narrownet serve` (API, worker, reconciler), as a fraction of one core."""
+def idle_serve(seconds: float, pickups: int = 3, settle: float = 5.0) -> tuple[float, list[float]]:
+    """An idle `narrownet serve` (API, worker, reconciler): the CPU it uses, as a fraction of one core, over
+    `seconds`; then, `pickups` times, one job submitted after 3 s of idleness, and its started_at - created_at."""
     workdir = Path(tempfile.mkdtemp(prefix="narrownet-idle-"))
     serve = Serve(workdir / "home", {"NARROWNET_LOG_LEVEL": "WARNING"})
-    serve.start()
+    key = serve.start()
     try:
         assert serve.process is not None
         time.sleep(settle)  # past startup and the worker's first polls
         before, t0 = process_tree_cpu_seconds(serve.process.pid), time.monotonic()
         time.sleep(seconds)
-        return (process_tree_cpu_seconds(serve.process.pid) - before) / (time.monotonic() - t0)
+        cpu = (process_tree_cpu_seconds(serve.process.pid) - before) / (time.monotonic() - t0)
+        delays = []
+        with httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            for _ in range(pickups):
+                time.sleep(3.0)  # idle long enough for the worker's polls to back off to their longest
+                job_id = client.post("/v1/jobs", json=QUICK_SPEC).json()["id"]
+
+                def finished(job_id: str = job_id) -> dict[str, Any] | None:
+                    job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+                    return job if job["status"] in TERMINAL else None
+
+                job = wait_until(finished, JOB_DEADLINE_SECONDS, f"job {job_id}", poll=0.05)
+                delays.append(_parse_time(job["started_at"]) - _parse_time(job["created_at"]))
+        return cpu, delays
     finally:
         serve.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -316,10 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 tiny jobs per path: checks that it runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--idle-cpu", type=float, metavar="SECONDS",
-                        help="instead: measure the CPU an idle `narrownet serve` uses over SECONDS")
+                        help="instead: the CPU an idle `narrownet serve` uses over SECONDS, then how soon a job "
+                        "sent to it after an idle spell starts")
     args = parser.parse_args(argv)
     if args.idle_cpu:
-        print(f"idle narrownet serve over {args.idle_cpu:g} s: {idle_serve_cpu(args.idle_cpu) * 100:.2f}% of one core")
+        cpu, delays = idle_serve(args.idle_cpu)
+        print(f"idle narrownet serve over {args.idle_cpu:g} s: {cpu * 100:.2f}% of one core (API, worker, reconciler)")
+        print("one job submitted after 3 s idle, started_at - created_at: "
+              + ", ".join(f"{d * 1000:.0f} ms" for d in delays))
         return 0
     only = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = set(only) - set(PATHS)
