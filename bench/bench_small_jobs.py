@@ -287,16 +287,17 @@ def run(n: int, spec: dict[str, Any], only: tuple[str, ...] = PATHS, rounds: int
     try:
         if redis_server is not None:
             redis_server.start()
-        steps: dict[str, Callable[[], PathResult]] = {
-            "plain": lambda: run_plain(n, spec, workdir),
-            "celery": lambda: run_bare_celery(n, spec, workdir, redis_server.url(1)),  # type: ignore[union-attr]
-            "pg+redis": lambda: run_pg_redis(n, spec, workdir, redis_server.url(2)),  # type: ignore[union-attr]
-            "embedded": lambda: run_embedded(n, spec, workdir),
+        # Each run in a directory of its own: a run directory holding a finished checkpoint would resume, not train.
+        steps: dict[str, Callable[[Path], PathResult]] = {
+            "plain": lambda d: run_plain(n, spec, d),
+            "celery": lambda d: run_bare_celery(n, spec, d, redis_server.url(1)),  # type: ignore[union-attr]
+            "pg+redis": lambda d: run_pg_redis(n, spec, d, redis_server.url(2)),  # type: ignore[union-attr]
+            "embedded": lambda d: run_embedded(n, spec, d),
         }
         order = [p for p in PATHS if p in only]
         for round_ in range(rounds):
             for path in order if round_ % 2 == 0 else order[::-1]:
-                result = steps[path]()
+                result = steps[path](Path(tempfile.mkdtemp(dir=workdir, prefix=f"{path}-")))
                 print(f"  round {round_ + 1}, {path}: {result.jobs_per_s:.1f} jobs/s", file=sys.stderr, flush=True)
                 if path not in results or result.jobs_per_s > results[path].jobs_per_s:
                     results[path] = result
