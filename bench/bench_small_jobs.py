@@ -157,7 +157,6 @@ def run_bare_celery(n: int, spec: dict[str, Any], workdir: Path, redis_url: str)
         spans = [tuple(json.loads(x)) for x in client.lrange(TIMES_KEY, 0, -1)]
     finally:
         stop_all([worker])
-        bare_app.pool.force_close_all()
     return summarize("celery", spans, {"succeeded": n})  # type: ignore[arg-type]
 
 
