@@ -45,8 +45,8 @@ STEPS = [
     (("trainer/checkpoint.py", "save_checkpoint"), "  checkpoint write (torch.save, sha256, fsync)"),
     (("trainer/files.py", "atomic_write"), "    of which atomic_write (temp, fsync, rename, fsync dir)"),
     (("worker/progress.py", "on_checkpoint"), "  checkpoint record (publish to the store + row)"),
-    (("worker/job_store.py", "finish"), "finish (publish final checkpoint, outcome row)"),
-    (("worker/throughput.py", "record_throughput"), "record throughput (own transaction)"),
+    (("worker/job_store.py", "finish"), "finish (outcome row, final checkpoint, throughput sample)"),
+    (("worker/throughput.py", "write"), "  of which the throughput sample (savepoint in finish's transaction)"),
     (("{built-in method posix.fsync}", ""), "all fsync calls"),
 ]
 

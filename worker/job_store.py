@@ -193,8 +193,10 @@ class JobStore:
 
     def finish(self, status: JobStatus, *, step: int | None = None,
                total_steps: int | None = None, final_metrics: dict[str, Any] | None = None,
-               error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None) -> None:
-        """Set the outcome (and, on success, mark the final checkpoint) in one transaction."""
+               error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None,
+               also: Callable[[Session], None] | None = None) -> None:
+        """Set the outcome (and, on success, mark the final checkpoint) in one transaction; `also` writes more into
+        it once the outcome is written (it must leave the transaction usable whatever happens: a savepoint)."""
         # error=None also clears the reason an earlier attempt failed with.
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None,
                                   "finished_at": utcnow(), "error": error}
@@ -213,6 +215,8 @@ class JobStore:
                 self._fenced_update(session, **values)
                 if final_checkpoint is not None:
                     self._checkpoint_row(session, *final_checkpoint, final=True)
+                if also is not None:
+                    also(session)
 
         try:
             self._retrying("set the outcome", write)
