@@ -6,8 +6,9 @@ finished a job waits up to a whole interval for the next one (one small job a se
 idle worker takes SQLite's write lock (kombu's poll is a BEGIN IMMEDIATE) many times a second for nothing.
 
 So the wait adapts, in the worker's loop (Transport.drain_events):
-- while every channel is busy (prefetch 1: a job is running), nothing is polled; the loop only checks, every
-  BUSY_CHECK_SECONDS, whether the job has finished, which costs no query;
+- while every channel is busy (prefetch 1: a job is running), nothing is polled; the loop waits for the job's
+  message to be acknowledged (or rejected), which wakes it at once; it also looks by itself, without a query,
+  after waits that grow from BUSY_CHECK_SECONDS to MAX_POLL_SECONDS (an hour-long job costs ~1 wake-up a second);
 - right after a message (or a finished job), the next poll comes at once, and the waits after empty polls
   start at MIN_POLL_SECONDS and double up to MAX_POLL_SECONDS: a burst of jobs runs back to back, and an idle
   worker polls about once a second;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 from queue import Empty
 from time import monotonic, sleep
 from typing import Any
@@ -38,13 +40,32 @@ def next_wait(previous: float) -> float:
     return min(MAX_POLL_SECONDS, max(MIN_POLL_SECONDS, previous * 2))
 
 
+class AdaptivePollingChannel(kombu_sql.Channel):
+    """kombu's SQL channel that tells its transport when a message it delivered is done with (a slot is free)."""
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]  # kombu is untyped
+        self.connection.slot_freed.set()
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]  # kombu is untyped
+        self.connection.slot_freed.set()
+
+
 class AdaptivePollingTransport(kombu_sql.Transport):
     """kombu's SQL transport with the waits described in the module docstring."""
 
+    Channel = AdaptivePollingChannel
     polling_interval = MIN_POLL_SECONDS
     _wait = 0.0  # seconds to wait after the next empty poll's predecessor; 0: poll at once
     _listener: socket.socket | None = None
     _listening = False  # whether _listener was set up (it stays None when another worker has the wake-ups)
+    _busy_wait = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # kombu is untyped
+        # Set (from the pool's result thread) when a delivered message is acknowledged or rejected.
+        self.slot_freed = threading.Event()
 
     def _busy(self) -> bool:
         # Every consuming channel is at its prefetch limit: a poll could not take a message anyway.
@@ -55,11 +76,13 @@ class AdaptivePollingTransport(kombu_sql.Transport):
         assert self.cycle is not None  # set when the first channel opens
         started = monotonic()
         while True:
+            self.slot_freed.clear()  # before looking: an ack from now on ends the wait below
             busy = self._busy()
             if busy:
                 self._wait = 0.0  # the job will end: then look for the next one at once
-                pause = BUSY_CHECK_SECONDS
+                self._busy_wait = pause = min(MAX_POLL_SECONDS, max(BUSY_CHECK_SECONDS, self._busy_wait * 2))
             else:
+                self._busy_wait = 0.0
                 try:
                     self.cycle.get(self._deliver, timeout=timeout)
                 except Empty:
@@ -74,7 +97,7 @@ class AdaptivePollingTransport(kombu_sql.Transport):
                     raise TimeoutError()  # socket.timeout, which celery catches
                 pause = min(pause, left)
             if busy:
-                sleep(pause)
+                self.slot_freed.wait(pause)
             else:
                 self._wait_or_wake(pause)
 

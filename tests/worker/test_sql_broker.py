@@ -85,3 +85,26 @@ def test_the_wake_up_address_names_the_broker_file_and_only_sqlite_brokers_have_
     assert broker_wake.address("redis://127.0.0.1:6379/0") is None
     broker_wake.wake("redis://127.0.0.1:6379/0")  # nothing to wake: a no-op
     broker_wake.wake(f"sqla+sqlite:///{tmp_path / 'nobody.db'}")  # nobody listens: no error
+
+
+def test_a_worker_whose_slot_is_busy_does_not_poll_and_is_woken_by_the_ack(broker, monkeypatch):
+    # Waits while busy as long as the test's deadline: only the ack can end them in time.
+    monkeypatch.setattr(sql_broker, "BUSY_CHECK_SECONDS", 300.0)
+    monkeypatch.setattr(sql_broker, "MAX_POLL_SECONDS", 300.0)
+    queue = Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu")
+    held = []
+    with broker.Consumer(queue, callbacks=[lambda body, message: held.append(message)], prefetch_count=1):
+        producer = broker.Producer()
+        for n in (1, 2):
+            producer.publish({"job": n}, exchange=queue.exchange, routing_key="cpu", declare=[queue])
+        broker.drain_events(timeout=10)
+        assert [m.payload for m in held] == [{"job": 1}]  # the slot is now taken until it is acked
+
+        draining = threading.Thread(target=lambda: broker.drain_events(timeout=120), daemon=True)
+        draining.start()
+        draining.join(0.5)
+        assert draining.is_alive() and len(held) == 1  # busy: the second message is not taken
+        held[0].ack()
+        draining.join(60)
+        assert not draining.is_alive(), "the ack did not wake the busy worker"
+    assert [m.payload for m in held] == [{"job": 1}, {"job": 2}]
