@@ -125,7 +125,7 @@ def get_current_key(
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> ApiKey:
     if credentials is not None:
-        key = keys.authenticate(session, credentials.credentials)
+        key = keys.authenticate(session, credentials.credentials, runtime.key_cache)
         if key is None:
             raise Unauthorized("invalid or revoked API key")
     else:

@@ -21,6 +21,7 @@ from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
 from api.services.job_events import JobEventHub
+from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine
@@ -38,6 +39,7 @@ class Runtime:
     celery: Celery
     artifacts: ArtifactStore
     limiter: Limiter
+    key_cache: KeyCache
     turns: anyio.Semaphore
     cookies: SessionCookies
     events: JobEventHub
@@ -63,6 +65,7 @@ class Runtime:
             celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
             artifacts=store_for(settings),
             limiter=make_limiter(settings),
+            key_cache=KeyCache(settings.api_key_cache_seconds),
             turns=anyio.Semaphore(settings.api_db_concurrency),
             cookies=SessionCookies(secret, settings.session_max_age_seconds),
             events=JobEventHub(sessions, poll_seconds=settings.events_poll_seconds,

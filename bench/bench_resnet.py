@@ -43,12 +43,12 @@ def random_images(n: int, seed: int = 0) -> Dataset:
 
 
 def make_learner(regime: str, radius: float | None, width: int, batch: int, data: Dataset,
-                 device: torch.device) -> DeepLearner:
+                 device: torch.device, precision: str = "fp32") -> DeepLearner:
     spec = JobSpec.model_validate({
         "regime": regime, "model": {"arch": "resnet18", "block4_width": width}, "data": {"source": "cifar10"},
         "loss": "cross_entropy", "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
                                           "batch_size": batch, "iterations": 1_000_000},
-        "constraint": {"radius": radius}, "seed": 0, "device": device.type,
+        "constraint": {"radius": radius}, "seed": 0, "device": device.type, "precision": precision,
     })
     return DeepLearner(spec, data, device)
 

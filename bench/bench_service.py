@@ -8,6 +8,8 @@ uvicorn API process and (for the queue-delay phase only) one idle Celery worker.
 Phases (same server, same run):
   1. healthz: every client loops GET /healthz for --duration seconds.
   2. submit:  every client (its own API key) loops POST /v1/jobs for --duration seconds.
+  2b. poll:   every client loops GET /v1/jobs/{id} (one of its own jobs), then GET /v1/jobs (its first page of
+              20), --duration seconds each: status polling, compared with /healthz as the submissions are.
   3. delay:   the submitted backlog is cancelled and the broker emptied, a worker starts, then one tiny job
               at a time is submitted; queue delay = time from the 201 answer until GET shows `running`
               (polled every 5 ms), and the server-side started_at - created_at of the same job.
@@ -88,7 +90,7 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
     return LoadResult(name, len(latencies), errors, time.perf_counter() - t0, latencies)
 
 
-async def run_load(url: str, keys: list[str], duration: float) -> tuple[LoadResult, LoadResult]:
+async def run_load(url: str, keys: list[str], duration: float) -> list[LoadResult]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
                                  timeout=30) for k in keys]
@@ -98,9 +100,14 @@ async def run_load(url: str, keys: list[str], duration: float) -> tuple[LoadResu
         health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200)
         submit = await load("POST /v1/jobs", clients, duration, lambda c: c.post("/v1/jobs", json=TINY_SPEC),
                             201)
+        mine = {id(c): (await c.get("/v1/jobs", params={"limit": 1})).json()["items"][0]["id"] for c in clients}
+        get_one = await load("GET /v1/jobs/{id}", clients, duration, lambda c: c.get(f"/v1/jobs/{mine[id(c)]}"),
+                             200)
+        get_list = await load("GET /v1/jobs", clients, duration, lambda c: c.get("/v1/jobs", params={"limit": 20}),
+                              200)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return health, submit
+    return [health, submit, get_one, get_list]
 
 
 def parse_time(value: str) -> datetime:
@@ -187,7 +194,7 @@ def main() -> None:
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        health, submit = asyncio.run(run_load(url, keys, args.duration))
+        health, submit, get_one, get_list = asyncio.run(run_load(url, keys, args.duration))
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
         worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
                         "--queues", "cpu", "--concurrency", "1", "--loglevel", "WARNING"], env,
@@ -204,14 +211,16 @@ def main() -> None:
     print(f"\nnarrownet service benchmark: {args.clients} concurrent clients, {args.duration:.0f} s per phase, "
           f"one uvicorn process, PostgreSQL + Redis on loopback, {os.cpu_count()} CPUs (load generator on the "
           f"same machine)\n")
-    print(f"| {'request':<14} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | errors |")
-    print(f"|{'-' * 16}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|--------|")
-    for r in (health, submit):
-        print(f"| {r.name:<14} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
-              f"{r.errors or '-'} |")
-    print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f}   "
+    print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz | errors |")
+    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|--------|")
+    for r in (health, submit, get_one, get_list):
+        print(f"| {r.name:<17} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
+              f"{r.rate / health.rate:>9.2f} | {r.errors or '-'} |")
+    print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f} (goal >= 0.5)   "
           f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")
+    print(f"GET /v1/jobs/{{id}} / healthz: {get_one.rate / health.rate:.3f}, GET /v1/jobs / healthz: "
+          f"{get_list.rate / health.rate:.3f} (goal >= 0.7 each)")
     print(f"queue delay, idle worker, median of {len(observed)} jobs: 201 -> running observed "
           f"{statistics.median(observed):.0f} ms (min {min(observed):.0f}, max {max(observed):.0f}); "
           f"server started_at - created_at {statistics.median(server):.0f} ms")

@@ -65,11 +65,14 @@ def time_learner(spec: JobSpec, grid: ConfigGrid, steps: int, device: torch.devi
     return time.perf_counter() - t
 
 
-def time_reference(spec: JobSpec, steps: int) -> float:
+def time_reference(spec: JobSpec, steps: int, device: torch.device | None = None) -> float:
+    device = device or torch.device("cpu")
     data = load_data(spec.data)
-    reference_train(spec, data, 10)  # warm-up
+    reference_train(spec, data, 10, device)  # warm-up
+    sync(device)
     t = time.perf_counter()
-    reference_train(spec, data, steps)
+    reference_train(spec, data, steps, device)
+    sync(device)
     return time.perf_counter() - t
 
 
@@ -94,7 +97,6 @@ def main() -> None:
     sweep = SweepFile(base=spec, grid={"optim.lr_hidden": LR_GRID, "optim.lr_outer": LR_GRID})
     configs = [c.spec for c in expand(sweep)]
     grid = ConfigGrid.of(configs)
-    on_cpu = device.type == "cpu"
 
     # Each round runs every variant once, interleaved, so all see the same machine; the best round of each is
     # kept (on a shared machine, noise only ever adds time).
@@ -103,10 +105,10 @@ def main() -> None:
         timings = {
             "peak": -matmul_peak_gflops(device),  # negated so that "best" (min) keeps the highest peak
             "ours_single": time_learner(spec, ConfigGrid.single(spec), steps, device),
-            "ref_single": time_reference(spec, steps) if on_cpu else float("nan"),
+            "ref_single": time_reference(spec, steps, device),
             "ours_sweep": time_learner(spec, grid, steps, device),
             # 49 sequential reference runs: timed, not extrapolated.
-            "ref_sweep": sum(time_reference(c, steps) for c in configs) if on_cpu else float("nan"),
+            "ref_sweep": sum(time_reference(c, steps, device) for c in configs),
             "ours_sequential": sum(time_learner(c, ConfigGrid.single(c), steps, device) for c in configs),
         }
         for k, v in timings.items():

@@ -32,13 +32,14 @@ class ShallowNet(nn.Module):
         return self.act(X @ self.W.T) @ u
 
 
-def reference_train(spec: JobSpec, data: Dataset, steps: int) -> ShallowNet:
-    """Full-batch training of a shallow spec for `steps` steps (square loss, constant schedule)."""
-    X, Y = data.X_train.flatten(1), data.y_train
+def reference_train(spec: JobSpec, data: Dataset, steps: int, device: torch.device | None = None) -> ShallowNet:
+    """Full-batch training of a shallow spec for `steps` steps (square loss, constant schedule) on `device`."""
+    device = device or torch.device("cpu")
+    X, Y = data.X_train.flatten(1).to(device), data.y_train.to(device)
     m, d, k = spec.model.width, X.shape[1], Y.shape[1]  # type: ignore[union-attr]
     pairwise = spec.regime == "constrained"
     W, v = (mirrored_lecun_init if pairwise else lecun_init)(m, d, k, spec.seed)
-    net = ShallowNet(W, v, spec.model.activation, pairwise)  # type: ignore[union-attr]
+    net = ShallowNet(W.to(device), v.to(device), spec.model.activation, pairwise)  # type: ignore[union-attr]
     W0 = net.W.detach().clone()
     o = spec.optim
     groups = [{"params": [net.W], "lr": o.hidden_lr}, {"params": [net.v], "lr": o.outer_lr}]

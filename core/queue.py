@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from core import broker_wake
 from core.db import sqlite
 from trainer.spec import JobSpec
 
@@ -77,6 +78,7 @@ def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
     if queue not in QUEUES:
         raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
     app.send_task(TASK_NAME, args=[job_id], queue=queue)
+    broker_wake.wake(str(app.conf.broker_url))
 
 
 def enqueue_pack(app: Celery, job_ids: Sequence[str], queue: str) -> None:
@@ -87,3 +89,4 @@ def enqueue_pack(app: Celery, job_ids: Sequence[str], queue: str) -> None:
         app.send_task(TASK_NAME, args=[job_ids[0]], queue=queue)
     else:
         app.send_task(PACK_TASK_NAME, args=[list(job_ids)], queue=queue)
+    broker_wake.wake(str(app.conf.broker_url))

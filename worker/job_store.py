@@ -155,12 +155,17 @@ class JobStore:
         repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=key,
                                sha256=sha256, size_bytes=path.stat().st_size, final=final)
 
-    def record_checkpoint(self, step: int, path: Path, sha256: str) -> None:
-        """Publish the checkpoint, record its row, then drop the store's copies of older ones."""
+    def record_checkpoint(self, step: int, path: Path, sha256: str, *,
+                          points: list[tuple[int, dict[str, Any]]] | None = None,
+                          total_steps: int | None = None) -> None:
+        """Publish the checkpoint; then, in one transaction, the metric points up to it (if any are pending) and
+        its row: the row never exists without the points before it. Then drop the store's older copies."""
         key = self.publish_checkpoint(step, path, sha256)
 
         def write() -> None:
             with self.sessions.begin() as session:
+                if points:
+                    self._fenced(self.write_metrics(session, points, total_steps=total_steps))
                 self._fenced(self.write_checkpoint(session, step, path, sha256))
 
         self._retrying("record a checkpoint", write)
@@ -188,8 +193,10 @@ class JobStore:
 
     def finish(self, status: JobStatus, *, step: int | None = None,
                total_steps: int | None = None, final_metrics: dict[str, Any] | None = None,
-               error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None) -> None:
-        """Set the outcome (and, on success, mark the final checkpoint) in one transaction."""
+               error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None,
+               also: Callable[[Session], None] | None = None) -> None:
+        """Set the outcome (and, on success, mark the final checkpoint) in one transaction; `also` writes more into
+        it once the outcome is written (it must leave the transaction usable whatever happens: a savepoint)."""
         # error=None also clears the reason an earlier attempt failed with.
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None,
                                   "finished_at": utcnow(), "error": error}
@@ -208,6 +215,8 @@ class JobStore:
                 self._fenced_update(session, **values)
                 if final_checkpoint is not None:
                     self._checkpoint_row(session, *final_checkpoint, final=True)
+                if also is not None:
+                    also(session)
 
         try:
             self._retrying("set the outcome", write)

@@ -42,12 +42,14 @@ class JobProgress:
             self.flush()
 
     def on_checkpoint(self, step: int, path: Path | str, meta: dict[str, Any]) -> None:
-        # Metrics up to the checkpoint are durable before the checkpoint is: a resume never leaves a gap.
-        self.flush()
         path = Path(path)
         # The trainer knows the step count (epochs x batches) only once data is loaded; it rides on the meta.
         self.total_steps = meta.get("total_steps", self.total_steps)
-        self.store.record_checkpoint(step, path, meta["sha256"])
+        # Metrics up to the checkpoint are durable no later than the checkpoint is (one transaction): a resume
+        # never leaves a gap. One commit instead of two for the pending points and the checkpoint's row.
+        points, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        self.store.record_checkpoint(step, path, meta["sha256"], points=points, total_steps=self.total_steps)
         self.last_checkpoint = (step, path, meta["sha256"])
 
     def should_stop(self) -> bool:

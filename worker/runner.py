@@ -30,7 +30,7 @@ from trainer.spec import DatasetRef, JobSpec
 from worker.db_retry import Unavailable, with_retries
 from worker.job_store import JobStore, LeaseLost
 from worker.progress import JobProgress
-from worker.throughput import RunTiming, record_throughput
+from worker.throughput import RunTiming, throughput_writer
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,10 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         return record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
+        # The throughput sample rides in the outcome's transaction: one commit fewer per job.
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
-                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result))
-        record_throughput(store.sessions, job.id, spec, result, timing)
+                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result),
+                     also=throughput_writer(job.id, spec, result, timing))
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
     store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)

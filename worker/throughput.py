@@ -6,9 +6,10 @@ A sample is best effort: a job that trained is never failed for want of one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core.db.models import ThroughputSample
 from core.queue import queue_for
@@ -54,13 +55,21 @@ def measured_sample(job_id: str, spec: JobSpec, result: TrainResult, timing: Run
                             setup_seconds=timing.loop_started - timing.claimed)
 
 
-def record_throughput(sessions: sessionmaker[Session], job_id: str, spec: JobSpec, result: TrainResult,
-                      timing: RunTiming) -> None:
-    try:
-        sample = measured_sample(job_id, spec, result, timing)
-        if sample is None:
-            return
-        with sessions.begin() as session:
-            throughput_repo.record(session, sample)
-    except Exception:  # the job succeeded; an estimate's sample is not worth failing or retrying it for
-        log.warning("job %s: could not record its throughput sample", job_id, exc_info=True)
+def throughput_writer(job_id: str, spec: JobSpec, result: TrainResult,
+                      timing: RunTiming) -> Callable[[Session], None] | None:
+    """A write of this attempt's sample into the caller's transaction (the one that sets the outcome, so no commit
+    of its own), or None when there is none to record. Best effort, in a savepoint: a sample that cannot be
+    written is rolled back alone and leaves the outcome in the transaction untouched."""
+    def write(session: Session) -> None:
+        try:
+            sample = measured_sample(job_id, spec, result, timing)  # a new row each time the write is retried
+            if sample is None:
+                return
+            with session.begin_nested():
+                throughput_repo.record(session, sample)
+        except Exception:  # the job succeeded; an estimate's sample is not worth failing or retrying it for
+            log.warning("job %s: could not record its throughput sample", job_id, exc_info=True)
+
+    if result.status != "completed" or timing.loop_started is None:
+        return None
+    return write

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+import weakref
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from api.errors import InvalidInput
+from core.db.hooks import after_commit
 from core.db.models import ApiKey
 from core.repositories import keys as repo
 
@@ -30,12 +34,58 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
     return repo.add(session, key), plaintext
 
 
-def authenticate(session: Session, plaintext: str) -> ApiKey | None:
+class KeyCache:
+    """Live keys found recently, by hash, for `seconds` (0: no caching): most requests skip the key query.
+
+    A key revoked in this process is dropped at once (when revoked and again when that commits); one revoked by
+    another process (`narrownet keys revoke`) is refused at the latest `seconds` later. Only live keys are kept,
+    as detached copies that no session can write back.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._found: dict[str, tuple[float, ApiKey]] = {}
+        self._lock = threading.Lock()
+        _caches.add(self)
+
+    def get(self, digest: str) -> ApiKey | None:
+        with self._lock:
+            hit = self._found.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, digest: str, key: ApiKey) -> None:
+        if self.seconds <= 0:
+            return
+        copy = ApiKey(id=key.id, name=key.name, key_hash=key.key_hash, prefix=key.prefix,
+                      created_at=key.created_at, revoked_at=None)
+        with self._lock:
+            self._found[digest] = (time.monotonic() + self.seconds, copy)
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._found = {d: hit for d, hit in self._found.items() if hit[1].id != key_id}
+
+
+_caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+
+
+def _forget_everywhere(key_id: str) -> None:
+    for cache in list(_caches):
+        cache.forget(key_id)
+
+
+def authenticate(session: Session, plaintext: str, cache: KeyCache | None = None) -> ApiKey | None:
     """The live key whose hash matches, else None."""
     if not plaintext or len(plaintext) > 256:
         return None
     digest = hash_key(plaintext)
-    key = repo.get_active_by_hash(session, digest)
+    key = cache.get(digest) if cache is not None else None
+    if key is None:
+        key = repo.get_active_by_hash(session, digest)
+        if key is not None and cache is not None:
+            cache.put(digest, key)
     # The lookup is by a hash of a 256-bit secret; the constant-time compare keeps the check itself honest.
     if key is None or not hmac.compare_digest(key.key_hash, digest):
         return None
@@ -43,7 +93,15 @@ def authenticate(session: Session, plaintext: str) -> ApiKey | None:
 
 
 def revoke_key(session: Session, key_id: str) -> bool:
-    return repo.revoke(session, key_id)
+    revoked = repo.revoke(session, key_id)
+    _forget_on_revoke(session, key_id)
+    return revoked
+
+
+def _forget_on_revoke(session: Session, key_id: str) -> None:
+    # Now, and once more after the commit: a request that read the key before the commit may have cached it.
+    _forget_everywhere(key_id)
+    after_commit(session, lambda: _forget_everywhere(key_id))
 
 
 class KeyLookupError(LookupError):
@@ -66,4 +124,5 @@ def revoke_matching(session: Session, ident: str) -> ApiKey:
         raise KeyLookupError(f"{ident!r} matches more than one key ({found[0].id}, {found[1].id}, ...); "
                              "give more characters")
     repo.revoke(session, found[0].id)
+    _forget_on_revoke(session, found[0].id)
     return found[0]

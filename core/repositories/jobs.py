@@ -213,13 +213,19 @@ def metric_points(session: Session, job_id: str, *, since_step: int | None, ever
         if since_step is not None:
             stmt = stmt.where(MetricPoint.step > since_step)
         return [(r.step, r.values) for r in session.execute(stmt.order_by(MetricPoint.step).limit(limit))]
+    # Number the steps alone (an index-only scan of uq_metrics_job_step: no row's values are read), keep every
+    # k-th, then fetch the values of the kept points only, by the same index.
     index = (func.row_number().over(order_by=MetricPoint.step) - 1).label("index")
-    series = (select(MetricPoint.step, MetricPoint.values, index)
-              .where(MetricPoint.job_id == job_id).subquery())
-    kept = select(series.c.step, series.c["values"]).where(series.c.index % every == 0)
+    numbered = select(MetricPoint.step, index).where(MetricPoint.job_id == job_id).subquery()
+    kept = select(numbered.c.step).where(numbered.c.index % every == 0)
     if since_step is not None:
-        kept = kept.where(series.c.step > since_step)
-    return [(r.step, r.values) for r in session.execute(kept.order_by(series.c.step).limit(limit))]
+        kept = kept.where(numbered.c.step > since_step)
+    steps = kept.order_by(numbered.c.step).limit(limit).subquery()
+    stmt = (select(MetricPoint.step, MetricPoint.values)
+            .join(steps, MetricPoint.step == steps.c.step)
+            .where(MetricPoint.job_id == job_id)
+            .order_by(MetricPoint.step))
+    return [(r.step, r.values) for r in session.execute(stmt)]
 
 
 def sweep_configs(session: Session, sweep_id: str) -> list[SweepConfigRow]:
