@@ -27,8 +27,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,18 +131,28 @@ def add_sweep(session: Session, owner_id: str, widths: int, radii: int, regimes:
     return sweep_id
 
 
-def heatmap_figures(base: str, key: str, sweeps: dict[str, str], shots: Path | None) -> None:
-    """Per sweep: (fetch ms, draw ms, frame ms) of the sweep page's heatmap, median of 5 page loads."""
+@contextmanager
+def signed_in_page(base: str, key: str) -> Iterator[Any]:
+    """A Chromium page (Debian's, headless) signed in to the dashboard at `base` with `key`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1360, "height": 860})
-        page.goto(base + "/ui/login")
-        page.fill('input[name="api_key"]', key)
-        page.click('[data-testid="sign-in"]')
-        page.wait_for_url(re.compile("/ui/jobs"))
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 860})
+            page.goto(base + "/ui/login")
+            page.fill('input[name="api_key"]', key)
+            page.click('[data-testid="sign-in"]')
+            page.wait_for_url(re.compile("/ui/jobs"))
+            yield page
+        finally:
+            browser.close()
+
+
+def heatmap_figures(base: str, key: str, sweeps: dict[str, str], shots: Path | None) -> None:
+    """Per sweep: (fetch ms, draw ms, frame ms) of the sweep page's heatmap, median of 5 page loads."""
+    with signed_in_page(base, key) as page:
         heatmap = '[data-testid="sweep-heatmap"]'
         print("\n6. sweep heatmap on /ui/sweeps/{id}, log colour (median of 5 page loads; in the page: fetch of the "
               "summary, then SVG built + styled + laid out, then to the next painted frame)")
@@ -168,7 +178,6 @@ def heatmap_figures(base: str, key: str, sweeps: dict[str, str], shots: Path | N
         for label, (fetch, _, frame) in figures.items():
             if label != "5 x 5":
                 print(f"  ratio {label} / 5 x 5: fetch {fetch / small[0]:5.1f}   painted {frame / small[2]:5.1f}")
-        browser.close()
 
 
 def main() -> None:
@@ -254,16 +263,7 @@ def main() -> None:
             heatmap_figures(base, sweeper_key, heatmaps, args.heatmap_shots)
 
 def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespace) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1360, "height": 860})
-        page.goto(base + "/ui/login")
-        page.fill('input[name="api_key"]', key)
-        page.click('[data-testid="sign-in"]')
-        page.wait_for_url(re.compile("/ui/jobs"))
+    with signed_in_page(base, key) as page:
 
         def compare(ids: list[str]) -> tuple[float, float]:
             """(fetch ms, align + draw ms) of the page's first load, as the page measured them."""
@@ -310,7 +310,6 @@ def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespa
         r = statistics.median(x[1] for x in full)
         print(f"  uPlot alone, {len(runs)} x {args.points} points at full resolution: first draw {f:7.1f} ms, "
               f"redraw {r:6.1f} ms   1 x {args.points}: {a:5.1f} ms   ratio {f / a:5.1f}")
-        browser.close()
 
 
 def live_latency(base: str, key: str, writer: Any, owner_id: str) -> None:

@@ -33,6 +33,23 @@ export function liveState(text, state) {
   if (el) { el.textContent = text; el.dataset.state = state; }
 }
 
+// Refresh a list page every `ms` while it is visible, saying in the live-state element whether the last try worked.
+export function refreshLive(refresh, ms) {
+  async function loop() {
+    if (document.visibilityState === "visible") {
+      try {
+        await refresh();
+        liveState("live", "live");
+      } catch (error) {
+        liveState(`update failed (${error.message}); retrying`, "reconnecting");
+      }
+    }
+    setTimeout(loop, ms);
+  }
+  liveState("live", "live");
+  setTimeout(loop, ms);
+}
+
 // Read and write the view (filters, zoom, scales, hidden series) in the URL, so a reload or a shared link
 // shows the same view; replaceState, so zooming does not flood the history.
 export function viewParam(name) {

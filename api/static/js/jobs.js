@@ -2,7 +2,7 @@
 // GET /v1/jobs, with the page's filters, is read again: rows update in place, new jobs appear on the first
 // page, jobs that left the filter go. Selected rows stay selected.
 
-import { api, liveState } from "./api.js";
+import { api, refreshLive } from "./api.js";
 import { fmtEta, fmtNum, fmtTime, modelSummary } from "./format.js";
 
 const POLL_MS = 2000;
@@ -58,16 +58,4 @@ function updateCompare() {
 body.addEventListener("change", updateCompare);
 updateCompare();
 
-async function loop() {
-  if (document.visibilityState === "visible") {
-    try {
-      await refresh();
-      liveState("live", "live");
-    } catch (error) {
-      liveState(`update failed (${error.message}); retrying`, "reconnecting");
-    }
-  }
-  setTimeout(loop, POLL_MS);
-}
-liveState("live", "live");
-setTimeout(loop, POLL_MS);
+refreshLive(refresh, POLL_MS);

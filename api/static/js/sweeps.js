@@ -1,7 +1,7 @@
 // /ui/sweeps: keep the server-rendered table live, as the jobs page does. Every 2 s (while the tab is visible)
 // the same page of GET /v1/sweeps is read again: rows update in place and new sweeps appear on the first page.
 
-import { api, liveState } from "./api.js";
+import { api, refreshLive } from "./api.js";
 import { fmtNum, fmtTime } from "./format.js";
 
 const POLL_MS = 2000;
@@ -49,16 +49,4 @@ async function refresh() {
   document.querySelector('[data-testid="no-sweeps"]')?.toggleAttribute("hidden", rows.length > 0);
 }
 
-async function loop() {
-  if (document.visibilityState === "visible") {
-    try {
-      await refresh();
-      liveState("live", "live");
-    } catch (error) {
-      liveState(`update failed (${error.message}); retrying`, "reconnecting");
-    }
-  }
-  setTimeout(loop, POLL_MS);
-}
-liveState("live", "live");
-setTimeout(loop, POLL_MS);
+refreshLive(refresh, POLL_MS);
