@@ -21,10 +21,7 @@ series in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,7 +30,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import gpu_estimate  # noqa: E402
-from bench.runs import Planned, RunResult, add_arguments, execute, exit_code, seeds_of  # noqa: E402
+from bench.runs import (  # noqa: E402
+    Planned,
+    RunResult,
+    add_arguments,
+    estimate_device,
+    exit_code,
+    run_and_record,
+    seeds_of,
+    write_estimate,
+)
 from trainer.deep import build_model  # noqa: E402
 from trainer.deep.models import named_block_parameters  # noqa: E402
 from trainer.spec import JobSpec  # noqa: E402
@@ -189,24 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/reproduce_cifar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     if args.estimate:
-        name = args.name or "cifar.estimate"
-        report = {"command": command.strip(), "setting": asdict(s), "threads": args.threads,
-                  **estimate(s, torch.device(args.device if args.device in ("cpu", "cuda") else "cpu"))}
-        (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
-        for r in report["rows"]:
-            gpu = r.get("assumed_gpu_seconds", r["measured_device_seconds"])
-            print(f"  w={r['width']} {r['cell']}: {r['step_flops'] / 1e9:.1f} GFLOP per step, "
-                  f"{r['step_seconds']:.2f} s per step on {r['device']} ({r['measured_tflops'] * 1e3:.1f} GFLOP/s); "
-                  f"full run {r['measured_device_seconds'] / 86400:.1f} days here, {gpu / 3600:.2f} h on the GPU")
-        print(f"total: {report['total_gpu_hours']:.1f} GPU hours; written to {args.out / name}.json")
+        write_estimate(args, command, s, estimate(s, estimate_device(args)), "cifar.estimate", lambda r: (
+            f"  w={r['width']} {r['cell']}: {r['step_flops'] / 1e9:.1f} GFLOP per step, "
+            f"{r['step_seconds']:.2f} s per step on {r['device']} ({r['measured_tflops'] * 1e3:.1f} GFLOP/s); "
+            f"full run {r['measured_device_seconds'] / 86400:.1f} days here, "
+            f"{r.get('assumed_gpu_seconds', r['measured_device_seconds']) / 3600:.2f} h on the GPU"))
         return
     name = args.name or ("cifar.smoke" if args.smoke else "cifar")
-    start = time.perf_counter()
-    results = execute(plan(s), args)
-    wall = time.perf_counter() - start
-    report = {"command": command.strip(), "setting": asdict(s), "wall_seconds": wall, "torch": torch.__version__,
-              "machine": platform.machine(), "via": args.url or "local", "runs": [r.as_dict() for r in results]}
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    results, report = run_and_record(plan(s), args, command, s, name)
+    wall = report["wall_seconds"]
     md = [f"# CIFAR-10, ResNet-18 with a narrow 4th block ({name})", "",
           f"`{report['command']}`: {wall / 60:.1f} min, {'jobs at ' + args.url if args.url else 'in-process'}. "
           f"SGD lr {s.lr} momentum 0.9 wd {s.weight_decay}, cosine, batch {s.batch_size}, {s.epochs} epochs, "

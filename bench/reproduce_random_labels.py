@@ -19,11 +19,8 @@ beside it as a control. Final-epoch accuracies are reported; the per-epoch serie
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,7 +29,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import gpu_estimate  # noqa: E402
-from bench.runs import Planned, RunResult, add_arguments, execute, exit_code, seeds_of  # noqa: E402
+from bench.runs import (  # noqa: E402
+    Planned,
+    RunResult,
+    add_arguments,
+    estimate_device,
+    exit_code,
+    run_and_record,
+    seeds_of,
+    write_estimate,
+)
 from trainer.spec import JobSpec  # noqa: E402
 
 PAPER_TRAIN_ACCURACY = {(1024, "relu"): 0.9931, (2048, "relu"): 0.9984, (4096, "relu"): 0.9998,
@@ -173,24 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/reproduce_random_labels.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     if args.estimate:
-        name = args.name or "random_labels.estimate"
-        report = {"command": command.strip(), "setting": asdict(s), "threads": args.threads,
-                  **estimate(s, torch.device(args.device if args.device in ("cpu", "cuda") else "cpu"))}
-        (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
-        for r in report["rows"]:
-            gpu = r.get("assumed_gpu_seconds", r["measured_device_seconds"])
-            print(f"  m={r['width']} {r['activation']} {r['regime']}: step {r['step_seconds'] * 1e3:.1f} ms on "
-                  f"{r['device']} ({r['measured_tflops'] * 1e3:.1f} GFLOP/s); full run "
-                  f"{r['measured_device_seconds'] / 3600:.1f} h here, {gpu / 60:.1f} min on the GPU")
-        print(f"total: {report['total_gpu_hours']:.2f} GPU hours; written to {args.out / name}.json")
+        write_estimate(args, command, s, estimate(s, estimate_device(args)), "random_labels.estimate", lambda r: (
+            f"  m={r['width']} {r['activation']} {r['regime']}: step {r['step_seconds'] * 1e3:.1f} ms on "
+            f"{r['device']} ({r['measured_tflops'] * 1e3:.1f} GFLOP/s); full run "
+            f"{r['measured_device_seconds'] / 3600:.1f} h here, "
+            f"{r.get('assumed_gpu_seconds', r['measured_device_seconds']) / 60:.1f} min on the GPU"))
         return
     name = args.name or ("random_labels.smoke" if args.smoke else "random_labels")
-    start = time.perf_counter()
-    results = execute(plan(s), args)
-    wall = time.perf_counter() - start
-    report = {"command": command.strip(), "setting": asdict(s), "wall_seconds": wall, "torch": torch.__version__,
-              "machine": platform.machine(), "via": args.url or "local", "runs": [r.as_dict() for r in results]}
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    results, report = run_and_record(plan(s), args, command, s, name)
+    wall = report["wall_seconds"]
     md = [f"# Random-label CIFAR-10 memorization ({name})", "", f"`{report['command']}`: {wall / 60:.1f} min, "
           f"{'jobs at ' + args.url if args.url else 'in-process'}. 1 hidden layer, SGD lr {s.lr} momentum 0.9, no "
           f"weight decay, batch {s.batch_size}, x0.1 at epochs {list(s.milestone_epochs)}, {s.epochs} epochs, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import sys
 import tempfile
 import time
@@ -152,6 +153,38 @@ def execute(planned: list[Planned], args: Any) -> list[RunResult]:
     if args.url:
         return run_service(planned, args.url, args.key or settings.api_key, timeout=args.timeout, on_result=show)
     return run_local(planned, data_dir=args.data_dir or settings.data_dir, on_result=show)
+
+
+def estimate_device(args: Any) -> Any:
+    """The device --estimate measures on: --device when it names one, else the CPU."""
+    import torch
+
+    return torch.device(args.device if args.device in ("cpu", "cuda") else "cpu")
+
+
+def write_estimate(args: Any, command: str, setting: Any, estimated: dict[str, Any], default_name: str,
+                   row_line: Callable[[dict[str, Any]], str]) -> None:
+    """--estimate: NAME.json holds the command, the setting and the estimate; one printed line per row."""
+    name = args.name or default_name
+    report = {"command": command.strip(), "setting": asdict(setting), "threads": args.threads, **estimated}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    for row in report["rows"]:
+        print(row_line(row))
+    print(f"total: {report['total_gpu_hours']:.2f} GPU hours; written to {args.out / name}.json")
+
+
+def run_and_record(planned: list[Planned], args: Any, command: str, setting: Any,
+                   name: str) -> tuple[list[RunResult], dict[str, Any]]:
+    """Execute the runs and write NAME.json (command, setting, wall time, versions, every run's result)."""
+    import torch
+
+    start = time.perf_counter()
+    results = execute(planned, args)
+    report = {"command": command.strip(), "setting": asdict(setting), "wall_seconds": time.perf_counter() - start,
+              "torch": torch.__version__, "machine": platform.machine(), "via": args.url or "local",
+              "runs": [r.as_dict() for r in results]}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    return results, report
 
 
 def seeds_of(args: Any) -> tuple[int, ...]:
