@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await runtime.aclose()
             runtime.close()
 
     app = FastAPI(

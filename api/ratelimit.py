@@ -28,7 +28,12 @@ class Limiter(Protocol):
     def hit(self, key: str) -> float | None:
         """Count one request; return None when allowed, else the seconds until the window reopens."""
 
+    async def ahit(self, key: str) -> float | None:
+        """hit() for the event loop: never blocks it on I/O."""
+
     def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class RateLimiter:
@@ -53,10 +58,16 @@ class RateLimiter:
                 self._forget_expired(now)
             return None
 
+    async def ahit(self, key: str) -> float | None:
+        return self.hit(key)  # a dict update under a lock held for microseconds
+
     def _forget_expired(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.window}
 
     def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
         pass
 
 
@@ -70,12 +81,15 @@ class RedisRateLimiter:
     def __init__(self, url: str, limit: int, window_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         import redis
+        import redis.asyncio
 
         self.limit = limit
         self.window = window_seconds
         self.clock = clock
-        self.client = redis.Redis.from_url(url, socket_timeout=self.TIMEOUT_SECONDS,
-                                           socket_connect_timeout=self.TIMEOUT_SECONDS)
+        timeout = self.TIMEOUT_SECONDS
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # Connects on first use, in the event loop that uses it.
+        self.async_client = redis.asyncio.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.fallback = RateLimiter(limit, window_seconds)
         self._redis_down_until = 0.0
 
@@ -85,24 +99,52 @@ class RedisRateLimiter:
         now = self.clock()
         if now < self._redis_down_until:
             return self.fallback.hit(key)
-        index = math.floor(now / self.window)
-        counter = f"{self.PREFIX}{key}:{index}"
+        counter, index = self._counter(key, now)
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.incr(counter)
                 pipe.expire(counter, math.ceil(self.window) + 1)
                 count, _ = pipe.execute()
         except redis.RedisError as exc:
-            log.warning("rate limiter: Redis unreachable (%s); limiting in-process for %.0fs", exc,
-                        self.RETRY_REDIS_AFTER_SECONDS)
-            self._redis_down_until = now + self.RETRY_REDIS_AFTER_SECONDS
+            return self._redis_down(exc, key, now)
+        return self._verdict(count, index, now)
+
+    async def ahit(self, key: str) -> float | None:
+        import redis
+
+        now = self.clock()
+        if now < self._redis_down_until:
             return self.fallback.hit(key)
+        counter, index = self._counter(key, now)
+        try:
+            async with self.async_client.pipeline(transaction=True) as pipe:
+                pipe.incr(counter)
+                pipe.expire(counter, math.ceil(self.window) + 1)
+                count, _ = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            return self._redis_down(exc, key, now)
+        return self._verdict(count, index, now)
+
+    def _counter(self, key: str, now: float) -> tuple[str, int]:
+        index = math.floor(now / self.window)
+        return f"{self.PREFIX}{key}:{index}", index
+
+    def _verdict(self, count: int, index: int, now: float) -> float | None:
         if count > self.limit:
             return max((index + 1) * self.window - now, 0.0)
         return None
 
+    def _redis_down(self, exc: Exception, key: str, now: float) -> float | None:
+        log.warning("rate limiter: Redis unreachable (%s); limiting in-process for %.0fs", exc,
+                    self.RETRY_REDIS_AFTER_SECONDS)
+        self._redis_down_until = now + self.RETRY_REDIS_AFTER_SECONDS
+        return self.fallback.hit(key)
+
     def close(self) -> None:
         self.client.close()
+
+    async def aclose(self) -> None:
+        await self.async_client.aclose()
 
 
 def make_limiter(settings: Settings) -> Limiter:

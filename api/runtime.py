@@ -21,6 +21,7 @@ from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, make_limiter
 from api.services.job_events import JobEventHub
+from api.services.key_revocations import RevocationMark, revocation_mark
 from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
@@ -40,6 +41,7 @@ class Runtime:
     artifacts: ArtifactStore
     limiter: Limiter
     key_cache: KeyCache
+    revocations: RevocationMark | None
     turns: anyio.Semaphore
     cookies: SessionCookies
     events: JobEventHub
@@ -66,6 +68,7 @@ class Runtime:
             artifacts=store_for(settings),
             limiter=make_limiter(settings),
             key_cache=KeyCache(settings.api_key_cache_seconds),
+            revocations=revocation_mark(settings),
             turns=anyio.Semaphore(settings.api_db_concurrency),
             cookies=SessionCookies(secret, settings.session_max_age_seconds),
             events=JobEventHub(sessions, poll_seconds=settings.events_poll_seconds,
@@ -107,6 +110,12 @@ class Runtime:
         except Exception:
             self.metrics.enqueue_failures.labels(queue).inc()
             log.exception("pack of %d jobs committed but not sent to queue %s", len(job_ids), queue)
+
+    async def aclose(self) -> None:
+        """What close() cannot: the clients bound to the event loop."""
+        await self.limiter.aclose()
+        if self.revocations is not None:
+            await self.revocations.aclose()
 
     def close(self) -> None:
         self.engine.dispose()

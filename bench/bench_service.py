@@ -53,6 +53,12 @@ class LoadResult:
     errors: dict[int, int]
     seconds: float
     latencies_ms: list[float]
+    api_cpu_s: float = float("nan")  # CPU time (user + system) the API process spent in the phase
+    client_cpu_s: float = float("nan")  # the same for this load generator
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.api_cpu_s / self.ok if self.ok else float("nan")
 
     @property
     def rate(self) -> float:
@@ -70,8 +76,38 @@ def empty_redis_db() -> int:
     raise SystemExit("no empty Redis database number")
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """user + system CPU of one process so far (Linux /proc), NaN where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Profiler:
+    """py-spy sampling the API process during each load phase (--profile DIR): one collapsed-stack file per
+    phase, threads included, so the handler's worker threads show up (cProfile sees only the event loop)."""
+
+    def __init__(self, api_pid: int | None, out: Path | None) -> None:
+        self.api_pid, self.out = api_pid, out
+
+    def start(self, name: str, duration: float) -> subprocess.Popen[bytes] | None:
+        if self.api_pid is None or self.out is None:
+            return None
+        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.api_pid),
+                                 "--format", "raw", "--rate", "250", "--gil", "--duration", str(max(1, int(duration))),
+                                 "--output", str(self.out / f"{slug}.txt"), "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+NO_PROFILE = Profiler(None, None)
+
+
 async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
-               call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], expect: int) -> LoadResult:
+               call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], expect: int,
+               profiler: Profiler = NO_PROFILE) -> LoadResult:
     latencies: list[float] = []
     errors: dict[int, int] = {}
     stop_at = time.perf_counter() + duration
@@ -85,26 +121,32 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
             else:
                 errors[response.status_code] = errors.get(response.status_code, 0) + 1
 
-    t0 = time.perf_counter()
+    sampling = profiler.start(name, duration)
+    cpu0, own0, t0 = process_cpu_seconds(profiler.api_pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(one_client(c) for c in clients))
-    return LoadResult(name, len(latencies), errors, time.perf_counter() - t0, latencies)
+    seconds, cpu = time.perf_counter() - t0, process_cpu_seconds(profiler.api_pid) - cpu0
+    own = time.process_time() - own0
+    if sampling is not None:
+        sampling.wait()
+    return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own)
 
 
-async def run_load(url: str, keys: list[str], duration: float) -> list[LoadResult]:
+async def run_load(url: str, keys: list[str], duration: float,
+                   profiler: Profiler = NO_PROFILE) -> list[LoadResult]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
                                  timeout=30) for k in keys]
     try:
         # Warm both paths (connections, first-request imports) before measuring.
         await asyncio.gather(*(c.get("/healthz") for c in clients))
-        health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200)
+        health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200, profiler)
         submit = await load("POST /v1/jobs", clients, duration, lambda c: c.post("/v1/jobs", json=TINY_SPEC),
-                            201)
+                            201, profiler)
         mine = {id(c): (await c.get("/v1/jobs", params={"limit": 1})).json()["items"][0]["id"] for c in clients}
         get_one = await load("GET /v1/jobs/{id}", clients, duration, lambda c: c.get(f"/v1/jobs/{mine[id(c)]}"),
-                             200)
+                             200, profiler)
         get_list = await load("GET /v1/jobs", clients, duration, lambda c: c.get("/v1/jobs", params={"limit": 20}),
-                              200)
+                              200, profiler)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
     return [health, submit, get_one, get_list]
@@ -164,7 +206,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
     parser.add_argument("--delay-jobs", type=int, default=7)
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the API with py-spy during each phase: DIR/<phase>.txt, collapsed stacks")
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     db_name = f"narrownet_bench_{secrets.token_hex(4)}"
     redis_db = empty_redis_db()
@@ -194,7 +240,8 @@ def main() -> None:
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        health, submit, get_one, get_list = asyncio.run(run_load(url, keys, args.duration))
+        health, submit, get_one, get_list = asyncio.run(run_load(
+            url, keys, args.duration, Profiler(api.pid, args.profile)))
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
         worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
                         "--queues", "cpu", "--concurrency", "1", "--loglevel", "WARNING"], env,
@@ -211,11 +258,13 @@ def main() -> None:
     print(f"\nnarrownet service benchmark: {args.clients} concurrent clients, {args.duration:.0f} s per phase, "
           f"one uvicorn process, PostgreSQL + Redis on loopback, {os.cpu_count()} CPUs (load generator on the "
           f"same machine)\n")
-    print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz | errors |")
-    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|--------|")
+    print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz "
+          "| CPU ms/req: API | client | errors |")
+    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|----------------:|-------:|--------|")
     for r in (health, submit, get_one, get_list):
         print(f"| {r.name:<17} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
-              f"{r.rate / health.rate:>9.2f} | {r.errors or '-'} |")
+              f"{r.rate / health.rate:>9.2f} | {r.cpu_ms_per_request:>15.2f} | "
+              f"{1000 * r.client_cpu_s / max(1, r.ok):>6.2f} | {r.errors or '-'} |")
     print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f} (goal >= 0.5)   "
           f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")

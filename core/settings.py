@@ -50,12 +50,12 @@ class Settings(BaseSettings):
     max_queued_sweep_configs_per_user: int = Field(
         default=10_000, ge=1, description="queued sweep configs one key may have (429 with Retry-After above)")
     rate_limit_per_minute: int = Field(default=600, ge=1, description="requests per key per minute")
-    # Off by default: `narrownet keys revoke` runs in a process of its own, and a revoke must hold at once; the
-    # cache saved one indexed query per request, which did not show in bench_service's throughput.
+    # A revoke still holds at once: every revoke writes a new revocation mark that the cache checks
+    # (api/services/key_revocations.py). The lifetime only bounds a revoke whose mark could not be written.
     api_key_cache_seconds: float = Field(
-        default=0.0, ge=0, description="an API process keeps a live key this long without asking the database "
-        "again (0: never); a key revoked elsewhere is refused at the latest this much later, in the same process "
-        "at once")
+        default=60.0, ge=0, description="an API process keeps a live key this long without asking the database "
+        "again (0: never), while no key has been revoked since (a revoke writes a new mark in Redis, or in a file "
+        "beside an SQLite database, that every request reads first; with neither, nothing is cached)")
     rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
         default="auto", description="where requests are counted: auto = Redis when the broker is Redis (shared "
                                     "by all API replicas), else in the API process")

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentKey, RuntimeDep, SessionDep
+from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
 from api.schemas import DatasetOut, DatasetPage, error_responses
 from api.services import datasets
 from api.uploads import staged_upload
 
-router = APIRouter(prefix=f"{V1}/datasets", tags=["datasets"])
+router = APIRouter(prefix=f"{V1}/datasets", tags=["datasets"], route_class=CommittingRoute)
 
 _UPLOAD_BODY = {
     "requestBody": {

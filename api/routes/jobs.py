@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CurrentKey, RuntimeDep, SessionDep
+from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
 from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, PlanOut, error_responses
 from api.services import checkpoints, jobs, plan
@@ -15,7 +15,7 @@ from core.db.models import JobStatus, utcnow
 from core.repositories.jobs import JobFilters
 from trainer.spec import JobSpec
 
-router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"])
+router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], route_class=CommittingRoute)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from api.deps import CurrentKey, RuntimeDep, SessionDep
+from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
 from api.routes.jobs import SPEC_EXAMPLES, ReuseHeader
 from api.routes.sweeps import SWEEP_EXAMPLES
@@ -18,7 +18,7 @@ from api.sweep_schemas import SweepPlanOut
 from trainer.grid import SweepFile
 from trainer.spec import JobSpec
 
-router = APIRouter(prefix=f"{V1}/plan", tags=["plan"])
+router = APIRouter(prefix=f"{V1}/plan", tags=["plan"], route_class=CommittingRoute)
 
 # The body is a job spec or a sweep file, told apart by the sweep's "grid"; each is validated as its own submit
 # route validates it, so the 422s are the same field for field.

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentKey, SessionDep
+from api.deps import CommittingRoute, CurrentKey, SessionDep
 from api.routes import V1
 from api.schemas import SeriesOut, SeriesPage, error_responses
 from api.services import series
 
-router = APIRouter(prefix=f"{V1}/series", tags=["jobs"])
+router = APIRouter(prefix=f"{V1}/series", tags=["jobs"], route_class=CommittingRoute)
 
 Step = Annotated[int | None, Query(ge=0, le=2**31 - 1)]
 

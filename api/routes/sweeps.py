@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import CurrentKey, RuntimeDep, SessionDep
+from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
 from api.routes.jobs import DryRun, IdempotencyKey, ReuseHeader
 from api.schemas import error_responses
@@ -16,7 +16,7 @@ from api.sweep_schemas import ConfigResult, SweepCreated, SweepOut, SweepPage, S
 from core.db.models import utcnow
 from trainer.grid import SweepFile
 
-router = APIRouter(prefix=f"{V1}/sweeps", tags=["sweeps"])
+router = APIRouter(prefix=f"{V1}/sweeps", tags=["sweeps"], route_class=CommittingRoute)
 
 SWEEP_EXAMPLES = {
     "figure4-small": {"summary": "a small Figure-4 grid: 2 regimes x 2 radii x 2 x 2 learning rates", "value": {

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.deps import RuntimeDep, SessionDep, SignedInDep, check_csrf, check_same_origin
+from api.deps import CommittingRoute, RuntimeDep, SessionDep, SignedInDep, check_csrf, check_same_origin
 from api.pages import templates
 from api.services import signin
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CommittingRoute)
 
 HOME = "/ui/jobs"
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BeforeValidator
 
-from api.deps import SessionDep, SignedInDep
+from api.deps import CommittingRoute, SessionDep, SignedInDep
 from api.errors import NotFound
 from api.pages import METRIC_TITLES, run_label, templates
 from api.schemas import JobOut
@@ -21,7 +21,7 @@ from api.services.signin import SignedIn
 from core.db.models import JobStatus, utcnow
 from core.repositories.jobs import JobFilters
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=CommittingRoute)
 
 PAGE_SIZE = 50
 SweepId = Annotated[str, Query(max_length=64, pattern=r"^([A-Za-z0-9_-]+)?$")]

@@ -35,37 +35,44 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
 
 
 class KeyCache:
-    """Live keys found recently, by hash, for `seconds` (0: no caching): most requests skip the key query.
+    """Live keys found recently, by hash: most requests skip the key query.
 
-    A key revoked in this process is dropped at once (when revoked and again when that commits); one revoked by
-    another process (`narrownet keys revoke`) is refused at the latest `seconds` later. Only live keys are kept,
-    as detached copies that no session can write back.
+    An entry holds while it is younger than `seconds` (0: nothing is cached) and the revocation mark read before
+    its lookup is still the current one (api.services.key_revocations): a revoke anywhere writes a new mark, so it
+    holds at once in every process. A key revoked in this process is also dropped here at once. Only live keys
+    are kept, as detached copies that no session can write back.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._found: dict[str, tuple[float, ApiKey]] = {}
+        self._found: dict[str, tuple[float, str, ApiKey]] = {}  # digest -> (expires, mark, key)
         self._lock = threading.Lock()
         _caches.add(self)
 
-    def get(self, digest: str) -> ApiKey | None:
+    def get(self, digest: str, mark: str | None) -> ApiKey | None:
+        if mark is None:
+            return None
         with self._lock:
             hit = self._found.get(digest)
-        if hit is None or hit[0] < time.monotonic():
+        if hit is None or hit[0] < time.monotonic() or hit[1] != mark:
             return None
-        return hit[1]
+        return hit[2]
 
-    def put(self, digest: str, key: ApiKey) -> None:
-        if self.seconds <= 0:
+    def put(self, digest: str, key: ApiKey, mark: str | None) -> None:
+        """Keep `key`, found by a lookup made after `mark` was read (never before: a revoke that commits in
+        between must leave the entry stale)."""
+        if self.seconds <= 0 or mark is None:
             return
         copy = ApiKey(id=key.id, name=key.name, key_hash=key.key_hash, prefix=key.prefix,
                       created_at=key.created_at, revoked_at=None)
         with self._lock:
-            self._found[digest] = (time.monotonic() + self.seconds, copy)
+            if len(self._found) > 10_000:  # many keys, or many marks: start over rather than grow
+                self._found = {}
+            self._found[digest] = (time.monotonic() + self.seconds, mark, copy)
 
     def forget(self, key_id: str) -> None:
         with self._lock:
-            self._found = {d: hit for d, hit in self._found.items() if hit[1].id != key_id}
+            self._found = {d: hit for d, hit in self._found.items() if hit[2].id != key_id}
 
 
 _caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
@@ -76,16 +83,21 @@ def _forget_everywhere(key_id: str) -> None:
         cache.forget(key_id)
 
 
-def authenticate(session: Session, plaintext: str, cache: KeyCache | None = None) -> ApiKey | None:
-    """The live key whose hash matches, else None."""
+def key_digest(plaintext: str) -> str | None:
+    """The stored form of a presented key; None for one that cannot be a key (empty or oversized)."""
     if not plaintext or len(plaintext) > 256:
         return None
-    digest = hash_key(plaintext)
-    key = cache.get(digest) if cache is not None else None
-    if key is None:
-        key = repo.get_active_by_hash(session, digest)
-        if key is not None and cache is not None:
-            cache.put(digest, key)
+    return hash_key(plaintext)
+
+
+def authenticate(session: Session, plaintext: str) -> ApiKey | None:
+    """The live key whose hash matches, else None (a database lookup)."""
+    digest = key_digest(plaintext)
+    return None if digest is None else authenticate_digest(session, digest)
+
+
+def authenticate_digest(session: Session, digest: str) -> ApiKey | None:
+    key = repo.get_active_by_hash(session, digest)
     # The lookup is by a hash of a 256-bit secret; the constant-time compare keeps the check itself honest.
     if key is None or not hmac.compare_digest(key.key_hash, digest):
         return None
@@ -93,6 +105,8 @@ def authenticate(session: Session, plaintext: str, cache: KeyCache | None = None
 
 
 def revoke_key(session: Session, key_id: str) -> bool:
+    """Revoke a key. This process's caches drop it at once; for other processes, write a new revocation mark
+    once the revoke has committed (api.services.key_revocations; `narrownet keys revoke` does)."""
     revoked = repo.revoke(session, key_id)
     _forget_on_revoke(session, key_id)
     return revoked

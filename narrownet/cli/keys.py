@@ -49,11 +49,20 @@ def list_keys(
 def revoke(key: Annotated[str, typer.Argument(help="the key's id (or a unique prefix of it), or its first "
                                                    "characters as `keys list` shows them (nn_...)")]) -> None:
     """Revoke a key: requests with it are refused from now on."""
+    from api.services.key_revocations import revocation_mark
     from api.services.keys import KeyLookupError, revoke_matching
 
+    settings = get_settings()
     try:
         with unit_of_work() as session:
             revoked = revoke_matching(session, key)
     except KeyLookupError as exc:
         raise fail(str(exc)) from None
     out.print(f"revoked key {revoked.id} ({revoked.name}, {revoked.prefix}...)", highlight=False)
+    # Committed: now tell every API process to stop trusting the keys it has cached.
+    if (mark := revocation_mark(settings)) is not None:
+        try:
+            mark.write()
+        except Exception as exc:  # noqa: BLE001 - the revoke stands; say what it means
+            out.print(f"[yellow]warning:[/] could not write the key revocation mark ({exc}); API processes may "
+                      f"accept the key for up to {settings.api_key_cache_seconds:g} s more", highlight=False)

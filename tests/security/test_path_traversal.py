@@ -69,12 +69,15 @@ def file_audit() -> Iterator[_FileAudit]:
 
 
 def _outside_the_artifact_dir(audit: _FileAudit, artifact_dir: Path) -> list[tuple[str, str]]:
-    # Reading Python's own modules (a lazy import) is not the service touching files.
+    # Reading Python's own modules (a lazy import) is not the service touching files; nor is reading the key
+    # revocation mark, a fixed name beside the SQLite database that every authenticated request reads.
     code_roots = tuple(str(Path(p).resolve()) for p in sys.path if p) + (sys.prefix, sys.base_prefix)
     strays = []
     for event, path in audit.touched():
         resolved = str(Path(path).resolve())
         if Path(resolved).is_relative_to(artifact_dir):
+            continue
+        if event == "open" and Path(resolved).name == "keys.revocation-mark":
             continue
         if event == "open" and resolved.endswith((".py", ".pyc", ".so")) and resolved.startswith(code_roots):
             continue
