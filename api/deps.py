@@ -15,7 +15,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -90,27 +92,45 @@ def _roll_back(session: Session) -> None:
 
 
 class CommittingRoute(APIRoute):
-    """A route whose sync endpoint commits the request's session in its own worker thread as soon as it returns,
-    instead of get_session doing so in a second one: one thread hop fewer per request, the same order (the
-    commit, then the after-commit work, then the response). An endpoint that raises commits nothing: get_session
-    rolls back, as before."""
+    """A route whose sync endpoint does, in its one worker thread, what would otherwise take two more: commit the
+    request's session as soon as the endpoint returns (get_session would, in a thread of its own), and validate
+    and serialize the answer against the response model (FastAPI would, in another). Same order as before: the
+    commit, the after-commit work, then the response; an endpoint that raises commits nothing (get_session rolls
+    back). Routes with a response class of their own, or returning a Response, are answered as they say."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
-            endpoint = _commits_when_done(endpoint)
+            endpoint = self._in_one_thread(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
+    def _in_one_thread(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
+        def run(*args: Any, **kwargs: Any) -> Any:
+            result = endpoint(*args, **kwargs)
+            session = next((v for v in kwargs.values() if isinstance(v, Session)), None)
+            if session is not None:
+                _commit(session)
+            return self._answer(result, kwargs)
 
-def _commits_when_done(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
-    def run(*args: Any, **kwargs: Any) -> Any:
-        result = endpoint(*args, **kwargs)
-        session = next((v for v in kwargs.values() if isinstance(v, Session)), None)
-        if session is not None:
-            _commit(session)
-        return result
+        return run
 
-    return run
+    def _answer(self, result: Any, kwargs: dict[str, Any]) -> Any:
+        field = self.response_field
+        if (isinstance(result, Response) or field is None or not isinstance(self.response_class, DefaultPlaceholder)
+                or self.response_model_include or self.response_model_exclude or self.response_model_exclude_unset
+                or self.response_model_exclude_defaults or self.response_model_exclude_none):
+            return result  # FastAPI's own path
+        # What fastapi.routing.serialize_response does for a sync endpoint, minus its trip to a worker thread.
+        value, errors = field.validate(result, {}, loc=("response",))
+        if errors:
+            raise ResponseValidationError(errors=errors, body=result)
+        sub = next((v for v in kwargs.values() if isinstance(v, Response)), None)  # the endpoint's `response`
+        status = sub.status_code if sub is not None and sub.status_code else self.status_code
+        answer = Response(field.serialize_json(value, by_alias=self.response_model_by_alias),
+                          status_code=status or 200, media_type="application/json")
+        if sub is not None:
+            answer.headers.raw.extend(sub.headers.raw)
+        return answer
 
 
 # scope="function": the commit happens before the response goes out, so a 201 means the row is there (and a
