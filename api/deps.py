@@ -20,6 +20,7 @@ from fastapi.datastructures import DefaultPlaceholder
 from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.utils import is_body_allowed_for_status_code
 from sqlalchemy.orm import Session
 
 from api.errors import Forbidden, LoginRequired, TooManyRequests, Unauthorized
@@ -125,9 +126,11 @@ class CommittingRoute(APIRoute):
         if errors:
             raise ResponseValidationError(errors=errors, body=result)
         sub = next((v for v in kwargs.values() if isinstance(v, Response)), None)  # the endpoint's `response`
-        status = sub.status_code if sub is not None and sub.status_code else self.status_code
-        answer = Response(field.serialize_json(value, by_alias=self.response_model_by_alias),
-                          status_code=status or 200, media_type="application/json")
+        status = (sub.status_code if sub is not None and sub.status_code else self.status_code) or 200
+        if not is_body_allowed_for_status_code(status):
+            return result
+        answer = Response(field.serialize_json(value, by_alias=self.response_model_by_alias), status_code=status,
+                          media_type="application/json")
         if sub is not None:
             answer.headers.raw.extend(sub.headers.raw)
         return answer
