@@ -1,0 +1,72 @@
+"""A request's trips to a worker thread: each costs a handoff and GIL contention under load (bench/RESULTS.md,
+"Second cut"), so the hot paths keep to one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio.to_thread
+import pytest
+
+from api.services.key_revocations import RedisMark
+from tests.api.conftest import SPEC, Api
+from tests.service_guard import REDIS_HOST, REDIS_PORT, redis_database
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def api(api: Api) -> Iterator[Api]:
+    """The app as deployed: PostgreSQL goes with Redis, where the key revocation mark lives (SQLite: a file)."""
+    if api.runtime.revocations is None:
+        with redis_database() as db:
+            api.runtime.revocations = RedisMark(f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}")
+            yield api
+    else:
+        yield api
+
+
+@pytest.fixture
+def thread_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of the functions sent to a worker thread (the call still happens, as before)."""
+    trips: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__qualname__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    yield trips
+
+
+async def test_reading_submitting_and_listing_take_one_trip_each_once_the_key_is_cached(
+        api: Api, thread_trips: list[str]) -> None:
+    user = api.new_user()
+    job_id = (await api.client.post("/v1/jobs", json=SPEC, headers=user)).json()["id"]  # the key is now cached
+    for method, path, body in (("GET", f"/v1/jobs/{job_id}", None), ("POST", "/v1/jobs", SPEC),
+                               ("GET", "/v1/jobs", None), ("POST", f"/v1/jobs/{job_id}/cancel", None)):
+        thread_trips.clear()
+        response = await api.client.request(method, path, json=body, headers=user)
+        assert response.status_code in (200, 201), (path, response.text)
+        assert len(thread_trips) == 1, (method, path, thread_trips)
+
+
+async def test_a_key_not_yet_cached_costs_one_more_trip_for_its_lookup(api: Api, thread_trips: list[str]) -> None:
+    user = api.new_user()
+    assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+    assert len(thread_trips) == 2, thread_trips  # the key's lookup, then the endpoint
+    thread_trips.clear()
+    assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+    assert len(thread_trips) == 1, thread_trips
+
+
+async def test_an_endpoint_that_fails_commits_nothing_and_sends_nothing(api: Api) -> None:
+    user = api.new_user()
+    before = len(api.drain_queue("cpu"))
+    response = await api.client.post("/v1/jobs", json={**SPEC, "model": {"arch": "shallow", "width": 3}},
+                                     headers=user)
+    assert response.status_code == 422
+    assert (await api.client.get("/v1/jobs", headers=user)).json()["total"] == 0
+    assert len(api.drain_queue("cpu")) == before == 0
