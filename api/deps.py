@@ -180,12 +180,10 @@ async def get_current_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> ApiKey:
-    """The caller's key. Async, so that a key found in the cache costs no trip to a worker thread: only a cache
-    miss (or the dashboard's cookie) asks the database, in one."""
+    """The caller's key, counted by the rate limiter. Async, so that a key found in the cache costs no trip to a
+    worker thread: only a cache miss (or the dashboard's cookie) asks the database, in one."""
     if credentials is not None:
-        key = await _bearer_key(runtime, session, credentials.credentials)
-        if key is None:
-            raise Unauthorized("invalid or revoked API key")
+        key, retry_after = await _bearer_key(runtime, session, credentials.credentials)
     else:
         who = await anyio.to_thread.run_sync(signin.signed_in, session, runtime.cookies, cookie)
         if who is None:
@@ -193,25 +191,36 @@ async def get_current_key(
                                "(or sign in at /ui/login)")
         if request.method not in SAFE_METHODS:
             check_csrf(request, request.headers.get(signin.CSRF_HEADER), who)
-        key = who.key
-    _rate_limited(runtime, await runtime.limiter.ahit(key.id))
+        key, retry_after = who.key, await runtime.limiter.ahit(who.key.id)
+    _rate_limited(runtime, retry_after)
     return key
 
 
-async def _bearer_key(runtime: Runtime, session: Session, plaintext: str) -> ApiKey | None:
+async def _bearer_key(runtime: Runtime, session: Session, plaintext: str) -> tuple[ApiKey, float | None]:
+    """The live key and the limiter's verdict on it; 401 for anything else."""
     digest = keys.key_digest(plaintext)
     if digest is None:
-        return None
-    if runtime.key_cache.seconds <= 0:
-        mark = None
-    else:
-        # Read before the lookup, so a revoke committing in between leaves what we cache stale, not trusted.
-        mark = None if runtime.revocations is None else await runtime.revocations.read()
-        if (cached := runtime.key_cache.get(digest, mark)) is not None:
-            return cached
+        raise Unauthorized("invalid or revoked API key")
+    cached = runtime.key_cache.peek(digest)
+    if cached is not None:
+        # The usual request: count it and read the revocation mark in one trip, then trust the copy only if no
+        # key has been revoked since it was cached.
+        retry_after, mark = await runtime.admit(cached.id, read_mark=True)
+        if runtime.key_cache.get(digest, mark) is not None:
+            return cached, retry_after
+        key = await _look_up(runtime, session, digest, mark)  # the mark was read before this lookup
+        return key, retry_after  # counted already, and a digest names one key
+    mark = await runtime.read_mark() if runtime.key_cache.seconds > 0 else None  # before the lookup
+    key = await _look_up(runtime, session, digest, mark)
+    return key, (await runtime.admit(key.id, read_mark=False))[0]
+
+
+async def _look_up(runtime: Runtime, session: Session, digest: str, mark: str | None) -> ApiKey:
     key = await anyio.to_thread.run_sync(keys.authenticate_digest, session, digest)
-    if key is not None:
-        runtime.key_cache.put(digest, key, mark)
+    if key is None:
+        raise Unauthorized("invalid or revoked API key")
+    # Cached under the mark read before the lookup: a revoke that commits in between leaves the entry stale.
+    runtime.key_cache.put(digest, key, mark)
     return key
 
 

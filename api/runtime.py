@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
-from api.ratelimit import Limiter, make_limiter
+from api.ratelimit import Limiter, RedisRateLimiter, make_limiter
 from api.services.job_events import JobEventHub
-from api.services.key_revocations import RevocationMark, revocation_mark
+from api.services.key_revocations import RedisMark, RevocationMark, revocation_mark
 from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
@@ -110,6 +110,19 @@ class Runtime:
         except Exception:
             self.metrics.enqueue_failures.labels(queue).inc()
             log.exception("pack of %d jobs committed but not sent to queue %s", len(job_ids), queue)
+
+    async def admit(self, key_id: str, *, read_mark: bool) -> tuple[float | None, str | None]:
+        """Count a request of `key_id` with the rate limiter -> (seconds until it may retry or None, the key
+        revocation mark when asked for, else None). With both in the same Redis, that is one round trip."""
+        mark = self.revocations
+        if read_mark and isinstance(mark, RedisMark) and isinstance(self.limiter, RedisRateLimiter) \
+                and mark.url == self.limiter.url:
+            return await self.limiter.ahit_reading(key_id, mark.KEY)
+        retry_after = await self.limiter.ahit(key_id)
+        return retry_after, (await self.read_mark() if read_mark else None)
+
+    async def read_mark(self) -> str | None:
+        return None if self.revocations is None else await self.revocations.read()
 
     async def aclose(self) -> None:
         """What close() cannot: the clients bound to the event loop."""

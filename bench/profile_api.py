@@ -32,8 +32,9 @@ from narrownet.cluster import RedisServer  # noqa: E402
 
 # Stages of a request timed by wrapping the function that does each (module, attribute, label).
 STAGES = [
-    ("api.services.keys", "authenticate", "  key lookup"),
-    ("api.deps", "_rate_limit", "  rate limiter"),
+    ("api.services.keys", "authenticate_digest", "  key lookup (a cache miss)"),
+    ("api.services.key_revocations", "RedisMark.read", "  key revocation mark"),
+    ("api.ratelimit", "RedisRateLimiter.ahit_reading", "  rate limiter (and the mark, when both are in one Redis)"),
     ("api.services.jobs", "submit_job", "submit service (resolve, idempotency, reuse, cap, insert)"),
     ("api.services.quota", "insert_within_queued_cap", "  queued cap + insert"),
     ("api.runtime", "enqueue_job", "enqueue to the broker (after commit)"),
@@ -45,21 +46,33 @@ STAGES = [
 
 def instrument() -> dict[str, list[float]]:
     import importlib
+    import inspect
     import time as _time
 
     seen: dict[str, list[float]] = {}
-    for module_name, attr, label in STAGES:
-        module = importlib.import_module(module_name)
-        original = getattr(module, attr)
+    for module_name, path, label in STAGES:
+        owner: object = importlib.import_module(module_name)
+        *parents, attr = path.split(".")
+        for name in parents:  # a method: wrap it on its class
+            owner = getattr(owner, name)
+        original = getattr(owner, attr)
 
-        def wrapped(*a: object, __original=original, __label=label, **kw: object) -> object:  # noqa: ANN001
-            t0 = _time.perf_counter()
-            try:
-                return __original(*a, **kw)
-            finally:
-                seen.setdefault(__label, []).append(_time.perf_counter() - t0)
+        if inspect.iscoroutinefunction(original):
+            async def wrapped(*a: object, __original=original, __label=label, **kw: object) -> object:  # noqa: ANN001
+                t0 = _time.perf_counter()
+                try:
+                    return await __original(*a, **kw)
+                finally:
+                    seen.setdefault(__label, []).append(_time.perf_counter() - t0)
+        else:
+            def wrapped(*a: object, __original=original, __label=label, **kw: object) -> object:  # type: ignore[misc]  # noqa: ANN001
+                t0 = _time.perf_counter()
+                try:
+                    return __original(*a, **kw)
+                finally:
+                    seen.setdefault(__label, []).append(_time.perf_counter() - t0)
 
-        setattr(module, attr, wrapped)
+        setattr(owner, attr, wrapped)
     return seen
 
 

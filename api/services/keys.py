@@ -49,6 +49,12 @@ class KeyCache:
         self._lock = threading.Lock()
         _caches.add(self)
 
+    def peek(self, digest: str) -> ApiKey | None:
+        """The cached key, if there is one not yet expired, whatever mark it was cached under."""
+        with self._lock:
+            hit = self._found.get(digest)
+        return None if hit is None or hit[0] < time.monotonic() else hit[2]
+
     def get(self, digest: str, mark: str | None) -> ApiKey | None:
         if mark is None:
             return None
