@@ -265,6 +265,9 @@ class TestRead:
         seen = [j["id"] for p in (first, second, last) for j in p["items"]]
         assert sorted(seen) == sorted(ids) and len(last["items"]) == 1
         assert seen == [j["id"] for j in everything["items"]]  # pages are slices of one order
+        past_the_end = await page(limit=2, offset=10)
+        assert past_the_end["items"] == [] and past_the_end["total"] == 5  # the total, though no row carries it
+        assert (await page(status="succeeded"))["total"] == 0
 
     async def test_short_id_prefixes_find_jobs(self, api: Api) -> None:
         user, other = api.new_user(), api.new_user("other")
