@@ -31,6 +31,10 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Under load a request's pooled connection was in use milliseconds ago: checking it first was a round trip per
+# request (~6% of a GET's CPU). One idle this long is checked, as before.
+PING_AFTER_IDLE_SECONDS = 1.0
+
 
 @dataclass
 class Runtime:
@@ -52,7 +56,8 @@ class Runtime:
         busy_timeout = settings.database_busy_timeout_seconds
         # A connection for every request's turn, and spares for the readiness probe and the event pollers.
         engine = make_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
-                             pool_size=settings.api_db_concurrency + 4)
+                             pool_size=settings.api_db_concurrency + 4,
+                             ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
         sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
         def secret() -> str:

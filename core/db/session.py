@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import sqlite
@@ -27,10 +30,13 @@ POSTGRES_POOL_SIZE, POSTGRES_POOL_OVERFLOW = 10, 20
 
 
 def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_SECONDS,
-                pool_size: int | None = None) -> Engine:
+                pool_size: int | None = None, ping_after_idle_seconds: float = 0.0) -> Engine:
     """An engine whose waits (for a pooled connection, SQLite's write lock) end after `busy_timeout` seconds.
 
     `pool_size`: connections kept open (default: per backend), plus the backend's overflow.
+    `ping_after_idle_seconds` (PostgreSQL): a pooled connection is checked (one round trip) before use only when it
+    has sat idle this long; 0 checks it every time. A connection in steady use was alive a moment ago, and if the
+    server went away since, its first error invalidates the whole pool.
     """
     url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
@@ -39,9 +45,36 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
         return create_engine(url, connect_args=sqlite.connect_args(busy_timeout),
                              pool_size=pool_size or SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW,
                              pool_timeout=busy_timeout)
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size or POSTGRES_POOL_SIZE,
-                         max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
-                         connect_args={"connect_timeout": 5})
+    engine = create_engine(url, pool_pre_ping=ping_after_idle_seconds <= 0, pool_size=pool_size or POSTGRES_POOL_SIZE,
+                           max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
+                           connect_args={"connect_timeout": 5})
+    if ping_after_idle_seconds > 0:
+        _ping_after_idle(engine, ping_after_idle_seconds)
+    return engine
+
+
+_IDLE_SINCE = "narrownet.idle_since"
+
+
+def _ping_after_idle(engine: Engine, seconds: float) -> None:
+    """SQLAlchemy's pre-ping, kept for connections that sat idle `seconds` or more (its own recipe for custom
+    disconnect checks: a DisconnectionError at checkout makes the pool replace the connection)."""
+
+    @event.listens_for(engine, "checkin")
+    def idle_from_now(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is not None and time.monotonic() - since < seconds:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - any failure means "use another connection"
+            raise DisconnectionError(f"pooled connection failed its check: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection failed its check")
 
 
 def begin_write(session: Session) -> None:

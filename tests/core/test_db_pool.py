@@ -1,0 +1,68 @@
+"""The API's pool checks a PostgreSQL connection before use only after it sat idle (core.db.session.make_engine's
+ping_after_idle_seconds): a connection the server dropped while it idled is replaced, never handed out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from core.db.session import make_engine
+from tests.service_guard import temporary_postgres_database
+
+pytestmark = pytest.mark.service
+
+IDLE = 0.3
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with temporary_postgres_database("narrownet_pool_test") as url:
+        yield url
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = make_engine(url, pool_size=1, ping_after_idle_seconds=IDLE)
+    yield engine
+    engine.dispose()
+
+
+def backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(text("SELECT pg_backend_pid()")))
+
+
+def kill(url: str, pid: int) -> None:
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_connection_dropped_while_idle_is_replaced_before_use(engine: Engine, url: str) -> None:
+    first = backend_pid(engine)
+    kill(url, first)
+    time.sleep(IDLE * 2)
+    assert backend_pid(engine) != first  # a new connection, and no error
+
+
+def test_a_connection_in_steady_use_is_reused_without_a_check(engine: Engine, url: str) -> None:
+    first = backend_pid(engine)
+    assert backend_pid(engine) == first  # the pool's one connection, again
+    kill(url, first)  # the server drops it between two requests, with no idle time: the trade the setting makes
+    with pytest.raises(Exception, match="terminat|closed|connection"):
+        backend_pid(engine)
+    assert backend_pid(engine) != first  # the error invalidated the pool: the next checkout connects afresh
+
+
+def test_ping_on_every_checkout_stays_the_default(url: str) -> None:
+    engine = make_engine(url, pool_size=1)
+    try:
+        first = backend_pid(engine)
+        kill(url, first)
+        assert backend_pid(engine) != first  # checked at once, no idle time needed
+    finally:
+        engine.dispose()
