@@ -57,7 +57,9 @@ class Runtime:
         # A connection for every request's turn, and spares for the readiness probe and the event pollers.
         engine = make_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                              pool_size=settings.api_db_concurrency + 4,
-                             ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
+                             ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS,
+                             # No request waits longer for a row lock than for the database as a whole.
+                             lock_timeout_seconds=busy_timeout)
         sessions = sessionmaker(bind=engine, expire_on_commit=False)
 
         def secret() -> str:

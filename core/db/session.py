@@ -30,13 +30,16 @@ POSTGRES_POOL_SIZE, POSTGRES_POOL_OVERFLOW = 10, 20
 
 
 def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_SECONDS,
-                pool_size: int | None = None, ping_after_idle_seconds: float = 0.0) -> Engine:
+                pool_size: int | None = None, ping_after_idle_seconds: float = 0.0,
+                lock_timeout_seconds: float | None = None) -> Engine:
     """An engine whose waits (for a pooled connection, SQLite's write lock) end after `busy_timeout` seconds.
 
     `pool_size`: connections kept open (default: per backend), plus the backend's overflow.
     `ping_after_idle_seconds` (PostgreSQL): a pooled connection is checked (one round trip) before use only when it
     has sat idle this long; 0 checks it every time. A connection in steady use was alive a moment ago, and if the
     server went away since, its first error invalidates the whole pool.
+    `lock_timeout_seconds` (PostgreSQL): every statement on these connections waits at most this long for a lock
+    (then lock_not_available); lock_wait_bound() tells what a connection has, so callers skip their SET LOCAL.
     """
     url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
@@ -45,12 +48,34 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
         return create_engine(url, connect_args=sqlite.connect_args(busy_timeout),
                              pool_size=pool_size or SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW,
                              pool_timeout=busy_timeout)
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if lock_timeout_seconds is not None:
+        connect_args["options"] = f"-c lock_timeout={lock_timeout_ms(lock_timeout_seconds)}"
     engine = create_engine(url, pool_pre_ping=ping_after_idle_seconds <= 0, pool_size=pool_size or POSTGRES_POOL_SIZE,
-                           max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
-                           connect_args={"connect_timeout": 5})
+                           max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout, connect_args=connect_args)
     if ping_after_idle_seconds > 0:
         _ping_after_idle(engine, ping_after_idle_seconds)
+    if lock_timeout_seconds is not None:
+        bound = lock_timeout_ms(lock_timeout_seconds)
+
+        @event.listens_for(engine, "connect")
+        def remember_lock_bound(dbapi_connection: Any, record: Any) -> None:
+            record.info[_LOCK_TIMEOUT_MS] = bound
+
     return engine
+
+
+_LOCK_TIMEOUT_MS = "narrownet.lock_timeout_ms"
+
+
+def lock_timeout_ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def lock_wait_bound(session: Session) -> int | None:
+    """The lock_timeout (ms) that the session's PostgreSQL connection was opened with, if any."""
+    value = session.connection().connection.info.get(_LOCK_TIMEOUT_MS)
+    return int(value) if value is not None else None
 
 
 _IDLE_SINCE = "narrownet.idle_since"

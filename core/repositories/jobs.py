@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, sel
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
-from core.db.session import begin_write
+from core.db.session import begin_write, lock_timeout_ms, lock_wait_bound
 from core.db.statements import insert_ignoring_conflicts, json_number, rowcount
 from core.jsonvalues import finite_or_none
 
@@ -140,7 +140,9 @@ def lock_owner_queue(session: Session, owner_id: str, *, wait_seconds: float) ->
     """
     begin_write(session)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SET LOCAL lock_timeout = {max(1, int(wait_seconds * 1000))}"))
+        wanted = lock_timeout_ms(wait_seconds)
+        if lock_wait_bound(session) != wanted:  # the API's connections are opened with it: a round trip saved
+            session.execute(text(f"SET LOCAL lock_timeout = {wanted}"))
         session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update(key_share=True))
 
 

@@ -66,3 +66,26 @@ def test_ping_on_every_checkout_stays_the_default(url: str) -> None:
         assert backend_pid(engine) != first  # checked at once, no idle time needed
     finally:
         engine.dispose()
+
+
+def test_a_lock_timeout_given_to_the_engine_bounds_every_lock_wait_and_is_known_to_callers(url: str) -> None:
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from core.db.session import lock_wait_bound
+
+    bounded = make_engine(url, pool_size=1, lock_timeout_seconds=0.2)
+    plain = make_engine(url, pool_size=1)
+    try:
+        with plain.begin() as setup:
+            setup.execute(text("CREATE TABLE IF NOT EXISTS pool_lock_probe (id int PRIMARY KEY)"))
+            setup.execute(text("INSERT INTO pool_lock_probe VALUES (1) ON CONFLICT DO NOTHING"))
+        with plain.connect() as holder, Session(bounded) as session, Session(plain) as unbounded:
+            holder.execute(text("SELECT id FROM pool_lock_probe WHERE id = 1 FOR UPDATE"))
+            assert lock_wait_bound(session) == 200 and lock_wait_bound(unbounded) is None
+            with pytest.raises(OperationalError) as waited:
+                session.execute(text("SELECT id FROM pool_lock_probe WHERE id = 1 FOR UPDATE"))
+            assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+    finally:
+        bounded.dispose()
+        plain.dispose()
