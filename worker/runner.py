@@ -107,7 +107,7 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings, thread_
             use_job_threads(thread_cap, spec, data)
         result = train(spec, run_dir, callbacks=progress, data=data, spec_hash=job.spec_hash)
         timing = RunTiming(claimed, progress.loop_started, progress.start_step, time.monotonic())
-        progress.flush()
+        points = progress.take_pending()  # written with the outcome
     except (LeaseLost, Unavailable):
         raise
     except Exception as exc:  # every failure is recorded with its reason; the job never stays `running`
@@ -117,13 +117,14 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings, thread_
         return record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
-        # The throughput sample rides in the outcome's transaction: one commit fewer per job.
+        # The last points, the final checkpoint's row (JobProgress.on_checkpoint leaves it to us) and the throughput
+        # sample ride in the outcome's transaction: a job without periodic checkpoints commits twice (claim, outcome).
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
-                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result),
+                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result), points=points,
                      also=throughput_writer(job.id, spec, result, timing))
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
-    store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
+    store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps, points=points)
     return JobStatus.CANCELLED
 
 
