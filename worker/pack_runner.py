@@ -113,8 +113,9 @@ def _train(group: list[tuple[JobStore, JobSpec]], progress: PackProgress, settin
         data = load_data(specs[0].data, data_dir=settings.data_dir, dataset_path=dataset_path)
         if thread_cap is not None:
             use_job_threads(thread_cap, specs[0], data, configs=len(specs))
+        # durable=False: the store's copy of each checkpoint is the durable one (as in run_job).
         train_pack(specs, [run_dir for _, _, run_dir in members], progress.callbacks(ids), data=data,
-                   spec_hashes=[store.job.spec_hash for store, _, _ in members])
+                   spec_hashes=[store.job.spec_hash for store, _, _ in members], durable=False)
     except (LeaseLost, Unavailable):
         raise
     except Exception as exc:  # the whole pack failed (its data, its device): each job records it as run_job does

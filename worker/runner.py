@@ -105,7 +105,10 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings, thread_
         data = load_data(spec.data, data_dir=settings.data_dir, dataset_path=dataset_path)
         if thread_cap is not None:
             use_job_threads(thread_cap, spec, data)
-        result = train(spec, run_dir, callbacks=progress, data=data, spec_hash=job.spec_hash)
+        # Not fsynced in the run directory (durable=False): what survives a crash is the copy in the artifact store,
+        # fsynced (file and directory) before any row names it; a resume verifies the run directory against the
+        # rows (JobArtifacts.prepare) and fetches from the store what it lacks.
+        result = train(spec, run_dir, callbacks=progress, data=data, spec_hash=job.spec_hash, durable=False)
         timing = RunTiming(claimed, progress.loop_started, progress.start_step, time.monotonic())
         points = progress.take_pending()  # written with the outcome
     except (LeaseLost, Unavailable):

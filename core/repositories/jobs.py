@@ -364,7 +364,8 @@ def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float
     Conditional UPDATEs rather than read-then-write: on PostgreSQL the WHERE is re-checked after a concurrent
     claimer commits, so only one wins; on SQLite the UPDATE takes the write lock up front, so there is no
     read-to-write lock upgrade to fail. The usual case is one statement (the claim, RETURNING what the attempt
-    needs) and one read of the recorded checkpoints it resumes from, in the claim's transaction.
+    needs), then, for a later attempt, a read of the recorded checkpoints it resumes from, in the claim's
+    transaction.
     """
     now = utcnow()
     base = update(core_table(Job)).where(Job.id == job_id, _claimable(now))
@@ -382,8 +383,10 @@ def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float
         .returning(Job.attempt, Job.owner_id, Job.spec, Job.spec_hash)
     ).first()
     if claimed is not None:
+        # Only an attempt that holds the job writes checkpoint rows (fenced): the first attempt has none to read.
+        checkpoints = () if claimed.attempt == 1 else tuple(recorded_checkpoints(session, job_id))
         return ClaimedJob(id=job_id, attempt=claimed.attempt, owner_id=claimed.owner_id, spec=claimed.spec,
-                          spec_hash=claimed.spec_hash, checkpoints=tuple(recorded_checkpoints(session, job_id)))
+                          spec_hash=claimed.spec_hash, checkpoints=checkpoints)
     finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
     # A cancel that arrived while the job waited (or while its dead worker held it) is final.
     if rowcount(session.execute(base.where(cancelled).values(status=JobStatus.CANCELLED, **finished))):
