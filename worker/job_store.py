@@ -149,8 +149,12 @@ class JobStore:
 
     def _checkpoint_row(self, session: Session, step: int, path: Path, sha256: str, final: bool) -> None:
         key = self._published[(step, sha256)]  # KeyError: a row for a checkpoint never published is a bug
+        # A final row is written with the outcome (finish), whose fenced update stops a retry after a commit that
+        # landed; and _kept holds the key of every row recorded when the job was claimed and of the newest this
+        # attempt committed. So a final checkpoint whose key is not in it has no row yet: nothing to look up.
+        new = final and key not in self._kept
         repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=key,
-                               sha256=sha256, size_bytes=path.stat().st_size, final=final)
+                               sha256=sha256, size_bytes=path.stat().st_size, final=final, new=new)
 
     def record_checkpoint(self, step: int, path: Path, sha256: str, *,
                           points: list[tuple[int, dict[str, Any]]] | None = None,

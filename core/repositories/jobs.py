@@ -443,10 +443,13 @@ def recorded_checkpoints(session: Session, job_id: str) -> list[tuple[int, str, 
 
 
 def record_checkpoint(session: Session, job_id: str, attempt: int, *, step: int, relpath: str, sha256: str,
-                      size_bytes: int, final: bool) -> None:
-    """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all)."""
+                      size_bytes: int, final: bool, new: bool = False) -> None:
+    """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all). new: the
+    caller knows it has no row (this attempt published it and never recorded it), so nothing is looked up."""
     same = (Checkpoint.job_id == job_id, Checkpoint.sha256 == sha256, Checkpoint.step == step)
-    if final:
+    if new:
+        pass
+    elif final:
         # The final checkpoint may be one recorded already (a resumed run that had finished): promote it.
         if rowcount(session.execute(update(core_table(Checkpoint)).where(*same).values(final=True))):
             return
