@@ -36,16 +36,17 @@ from worker.runner import run_job  # noqa: E402
 # (file suffix, function name) -> what the step is, in the order a job goes through them.
 STEPS = [
     (("worker/runner.py", "run_job"), "run_job, all of it"),
-    (("core/repositories/jobs.py", "claim"), "claim (UPDATE ... RETURNING, own transaction)"),
-    (("worker/job_store.py", "prepare_run_dir"), "prepare the run directory (read recorded checkpoints)"),
+    (("worker/runner.py", "claim"), "claim (transaction: UPDATE ... RETURNING; later attempts: their checkpoints)"),
+    (("worker/job_store.py", "prepare_run_dir"), "prepare the run directory (against the claim's checkpoints)"),
     (("trainer/loop.py", "train_pack"), "train (includes the callbacks below)"),
     (("trainer/data/__init__.py", "load"), "  load the data"),
     (("worker/progress.py", "should_stop"), "  heartbeat / cancel checks"),
     (("worker/progress.py", "flush"), "  metric flushes (UPDATE job + INSERT points)"),
-    (("trainer/checkpoint.py", "save_checkpoint"), "  checkpoint write (torch.save, sha256, fsync)"),
-    (("trainer/files.py", "atomic_write"), "    of which atomic_write (temp, fsync, rename, fsync dir)"),
-    (("worker/progress.py", "on_checkpoint"), "  checkpoint record (publish to the store + row)"),
-    (("worker/job_store.py", "finish"), "finish (outcome row, final checkpoint, throughput sample)"),
+    (("trainer/checkpoint.py", "save_checkpoint"), "  checkpoint write (safetensors, sha256; the worker's: no fsync)"),
+    (("trainer/files.py", "atomic_write"), "    of which atomic_write (temp, rename)"),
+    (("worker/progress.py", "on_checkpoint"), "  checkpoint record of periodic checkpoints (publish + row)"),
+    (("worker/job_store.py", "finish"), "finish (publish the final checkpoint; outcome, last points, its row, sample)"),
+    (("worker/job_store.py", "publish_checkpoint"), "  publish to the store (2 files fsynced, 1 directory fsync)"),
     (("worker/throughput.py", "write"), "  of which the throughput sample (savepoint in finish's transaction)"),
     (("{built-in method posix.fsync}", ""), "all fsync calls"),
 ]

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     run_migrations_on_start: bool = Field(default=True, description="embedded mode: upgrade schema on start")
     worker_concurrency: int = Field(default=1, ge=1)
     worker_torch_threads: int | None = Field(
-        default=None, ge=1, description="torch threads per worker pool process; default: CPU cores / concurrency")
+        default=None, ge=1, description="torch threads per worker pool process; default: CPU cores / concurrency, "
+                                        "and 1 for a job whose steps are small (trainer/threads.py)")
     log_level: str = "INFO"
 
     # The dashboard (/ui): signed session cookies and live streams.

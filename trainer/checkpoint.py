@@ -65,18 +65,21 @@ def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[
-        Path, dict[str, Any]]:
-    """Write ckpt-<step>.{safetensors,json}; return the weights path and the full metadata (with sha256)."""
+def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], *,
+                    durable: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Write ckpt-<step>.{safetensors,json}; return the weights path and the full metadata (with sha256).
+
+    durable=False: not fsynced (files.atomic_write); a crash may then lose or tear it, which a resume detects
+    (the sha256 check) and skips for an older checkpoint."""
     run_dir.mkdir(parents=True, exist_ok=True)
     weights, meta_path = checkpoint_paths(run_dir, step)
     contiguous = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
     header = {"format": FORMAT, "step": str(step)}
-    atomic_write(weights, lambda p: save_file(contiguous, str(p), metadata=header))
+    atomic_write(weights, lambda p: save_file(contiguous, str(p), metadata=header), durable=durable)
     full = {"format": FORMAT, **meta, "step": step, "sha256": sha256_file(weights),
             "size_bytes": weights.stat().st_size, "tensors": sorted(contiguous),
             "versions": library_versions()}
-    atomic_write(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, sort_keys=True)))
+    atomic_write(meta_path, lambda p: p.write_text(json.dumps(full, indent=2, sort_keys=True)), durable=durable)
     _prune(run_dir)
     return weights, full
 

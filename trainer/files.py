@@ -20,16 +20,22 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(target: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temp file beside `target`, fsync it, rename it over `target`, fsync the directory."""
+def atomic_write(target: Path, write: Callable[[Path], object], *, durable: bool = True) -> None:
+    """Call write(tmp) on a temp file beside `target`, fsync it, rename it over `target`, fsync the directory.
+
+    durable=False skips both fsyncs: the file still appears whole or not at all to other processes, but a crash
+    of the host may lose it (or leave it torn); for a caller that makes its own durable copy before relying on it.
+    """
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)

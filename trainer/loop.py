@@ -87,13 +87,15 @@ def per_config(metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
 
 
 def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, data_dir: Path | None = None,
-          dataset_path: Path | None = None, data: Dataset | None = None, spec_hash: str | None = None) -> TrainResult:
+          dataset_path: Path | None = None, data: Dataset | None = None, spec_hash: str | None = None,
+          durable: bool = True) -> TrainResult:
     """Train one job into out_dir, resuming from its latest valid checkpoint if one is there.
 
-    spec_hash (trainer/fingerprint.py) is written into every checkpoint's metadata.
+    spec_hash (trainer/fingerprint.py) is written into every checkpoint's metadata. durable=False: checkpoints
+    are not fsynced (trainer/files.py), for a caller that makes its own durable copy of each one.
     """
     outcome = train_pack([spec], [Path(out_dir)], OneJob(callbacks or NoCallbacks()), data_dir=data_dir,
-                         dataset_path=dataset_path, data=data, spec_hashes=[spec_hash])[0]
+                         dataset_path=dataset_path, data=data, spec_hashes=[spec_hash], durable=durable)[0]
     if isinstance(outcome, Exception):
         raise outcome
     assert outcome is not None  # a pack of one is never dropped: OneJob never asks for it
@@ -103,11 +105,11 @@ def train(spec: JobSpec, out_dir: Path, *, callbacks: Callbacks | None = None, d
 def train_pack(specs: Sequence[JobSpec], out_dirs: Sequence[Path] | None,
                callbacks: PackCallbacks | None = None, *, data_dir: Path | None = None,
                dataset_path: Path | None = None, data: Dataset | None = None,
-               spec_hashes: Sequence[str | None] | None = None) -> list[Outcome | None]:
+               spec_hashes: Sequence[str | None] | None = None, durable: bool = True) -> list[Outcome | None]:
     """Train configs that share one program (equal trainer.packing.pack_key) together; return each one's outcome:
     its TrainResult, the error that ended it alone (TrainingDiverged, CheckpointError), or None when the callbacks
     dropped it. out_dirs None: nothing is written (no checkpoints, no resume). spec_hashes (trainer/fingerprint.py),
-    one per config, are written into the configs' checkpoint metadata.
+    one per config, are written into the configs' checkpoint metadata. durable: as for train.
 
     Errors that concern the whole pack (its data, its device) are raised.
     """
@@ -124,7 +126,7 @@ def train_pack(specs: Sequence[JobSpec], out_dirs: Sequence[Path] | None,
     hashes: Sequence[str | None] = spec_hashes if spec_hashes is not None else [None] * len(specs)
     runs = [_Run(i, spec, None if d is None else Path(d), spec_hash=h)
             for i, (spec, d, h) in enumerate(zip(specs, dirs, hashes, strict=True))]
-    return _Pack(runs, data, device, callbacks or NoPackCallbacks()).run()
+    return _Pack(runs, data, device, callbacks or NoPackCallbacks(), durable).run()
 
 
 @dataclass(eq=False)
@@ -165,8 +167,9 @@ class _Run:
 
 
 class _Pack:
-    def __init__(self, runs: list[_Run], data: Dataset, device: torch.device, callbacks: PackCallbacks) -> None:
-        self.runs, self.data, self.device, self.callbacks = runs, data, device, callbacks
+    def __init__(self, runs: list[_Run], data: Dataset, device: torch.device, callbacks: PackCallbacks,
+                 durable: bool = True) -> None:
+        self.runs, self.data, self.device, self.callbacks, self.durable = runs, data, device, callbacks, durable
         self.shape = DataShape(data.n_train, data.n_test, data.input_shape, data.output_dim, data.task)
         self.outcomes: dict[int, Outcome | None] = {}  # None: dropped
         self.waiting: set[int] = set()  # configs of groups that have not started training
@@ -282,7 +285,7 @@ class _Pack:
                                     "final": final, "metrics": run.last}
             if final:
                 meta.update({f"final_{k}": v for k, v in run.last.items()})
-            run.path, full = save_checkpoint(run.out_dir, step, tensors, meta)
+            run.path, full = save_checkpoint(run.out_dir, step, tensors, meta, durable=self.durable)
             run.saved_step = step
             saved[run.index] = (run.path, full)
         if saved:

@@ -77,8 +77,7 @@ class JobArtifacts:
         """Put a checkpoint the trainer wrote into the store; return its key. The metadata goes last: an object
         pair without it is incomplete, and without its database row it is never read."""
         key = checkpoint_key(self.job_id, self.attempt, step)
-        self.store.put_file(key, weights)
-        self.store.put_file(meta_key(key), weights.with_suffix(".json"))
+        self.store.put_files([(key, weights), (meta_key(key), weights.with_suffix(".json"))])
         return key
 
     def prepare(self, recorded: list[Recorded]) -> Recorded | None:

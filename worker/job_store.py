@@ -86,13 +86,10 @@ class JobStore:
 
     def prepare_run_dir(self) -> Path:
         """The local run directory, holding the newest recorded checkpoint that verifies (fetched from the store
-        if this host lacks it) and no checkpoint the database never recorded; see JobArtifacts.prepare."""
-        def read() -> list[Recorded]:
-            with self.sessions() as session:
-                return [Recorded(step, key, sha256)
-                        for step, key, sha256 in repo.recorded_checkpoints(session, self.job.id)]
+        if this host lacks it) and no checkpoint the database never recorded; see JobArtifacts.prepare.
 
-        recorded = self._retrying("read its checkpoints", read)
+        The recorded checkpoints are those the claim read in its transaction: any later row is this attempt's."""
+        recorded = [Recorded(step, key, sha256) for step, key, sha256 in self.job.checkpoints]
         resumed = self._retrying("restore its run directory", lambda: self.files.prepare(recorded))
         if resumed is not None:
             self._published[(resumed.step, resumed.sha256)] = resumed.key
@@ -152,8 +149,12 @@ class JobStore:
 
     def _checkpoint_row(self, session: Session, step: int, path: Path, sha256: str, final: bool) -> None:
         key = self._published[(step, sha256)]  # KeyError: a row for a checkpoint never published is a bug
+        # A final row is written with the outcome (finish), whose fenced update stops a retry after a commit that
+        # landed; and _kept holds the key of every row recorded when the job was claimed and of the newest this
+        # attempt committed. So a final checkpoint whose key is not in it has no row yet: nothing to look up.
+        new = final and key not in self._kept
         repo.record_checkpoint(session, self.job.id, self.job.attempt, step=step, relpath=key,
-                               sha256=sha256, size_bytes=path.stat().st_size, final=final)
+                               sha256=sha256, size_bytes=path.stat().st_size, final=final, new=new)
 
     def record_checkpoint(self, step: int, path: Path, sha256: str, *,
                           points: list[tuple[int, dict[str, Any]]] | None = None,
@@ -194,9 +195,12 @@ class JobStore:
     def finish(self, status: JobStatus, *, step: int | None = None,
                total_steps: int | None = None, final_metrics: dict[str, Any] | None = None,
                error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None,
+               points: list[tuple[int, dict[str, Any]]] | None = None,
                also: Callable[[Session], None] | None = None) -> None:
-        """Set the outcome (and, on success, mark the final checkpoint) in one transaction; `also` writes more into
-        it once the outcome is written (it must leave the transaction usable whatever happens: a savepoint)."""
+        """Set the outcome in one transaction with the metric points not written yet and, on success, the final
+        checkpoint's row (published to the store before it: the row never points at a file that could be lost,
+        nor exists without the points before it); `also` writes more into it once the outcome is written (it
+        must leave the transaction usable whatever happens: a savepoint)."""
         # error=None also clears the reason an earlier attempt failed with.
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None,
                                   "finished_at": utcnow(), "error": error}
@@ -206,13 +210,16 @@ class JobStore:
             values["total_steps"] = total_steps
         if final_metrics is not None:
             values["final_metrics"] = finite_or_none(final_metrics)
+        if points:
+            values["latest_metrics"] = finite_or_none(points[-1][1])  # as record_metrics would have set it
 
-        if final_checkpoint is not None:
-            self.publish_checkpoint(*final_checkpoint)
+        key = None if final_checkpoint is None else self.publish_checkpoint(*final_checkpoint)
 
         def write() -> None:
             with self.sessions.begin() as session:
                 self._fenced_update(session, **values)
+                if points:
+                    repo.insert_metric_points(session, self.job.id, self.job.attempt, points)
                 if final_checkpoint is not None:
                     self._checkpoint_row(session, *final_checkpoint, final=True)
                 if also is not None:
@@ -224,6 +231,8 @@ class JobStore:
             # A commit whose answer was lost with the connection may have landed: then the outcome is ours.
             if not self._ended_as(status):
                 raise
+        if key is not None and key not in self._kept:  # a new row (not a resumed, already recorded checkpoint)
+            self.prune_older(key)
 
     def _ended_as(self, status: JobStatus) -> bool:
         with self.sessions() as session:

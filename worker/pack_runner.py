@@ -23,21 +23,24 @@ from core.db.session import get_sessionmaker
 from core.repositories import jobs as jobs_repo
 from core.repositories.jobs import ClaimedJob
 from core.settings import Settings, get_settings
+from trainer.data import load_data
 from trainer.loop import train_pack
 from trainer.packing import pack_key
 from trainer.spec import DatasetRef, JobSpec
 from worker.db_retry import Unavailable, with_retries
 from worker.job_store import JobStore, LeaseLost
 from worker.pack_progress import PackProgress
-from worker.runner import dataset_id
+from worker.runner import dataset_id, use_job_threads
 
 log = logging.getLogger(__name__)
 
 
 def run_pack(job_ids: Sequence[str], *, worker_id: str, settings: Settings | None = None,
-             sessions: sessionmaker[Session] | None = None) -> dict[str, JobStatus | None]:
+             sessions: sessionmaker[Session] | None = None, thread_cap: int | None = None
+             ) -> dict[str, JobStatus | None]:
     """Run one attempt of each claimable job of the pack; return the status each claimed job ended in (None:
-    this call did not finish it: its lease was lost, or the database was gone for a whole lease)."""
+    this call did not finish it: its lease was lost, or the database was gone for a whole lease). thread_cap: as
+    for run_job, for the pack's step (all its configs)."""
     # The process's store, unless the caller brings settings of its own (tests do).
     artifacts = get_artifact_store() if settings is None else store_for(settings)
     settings = settings or get_settings()
@@ -66,7 +69,7 @@ def run_pack(job_ids: Sequence[str], *, worker_id: str, settings: Settings | Non
                             max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds)
     try:
         for group in _groups(stores, progress):
-            _train(group, progress, settings)
+            _train(group, progress, settings, thread_cap)
     except (LeaseLost, Unavailable) as exc:
         log.warning("%s; the pack stops, and once the leases run out the reconciler hands its jobs on", exc)
     return progress.statuses
@@ -85,7 +88,8 @@ def _groups(stores: list[JobStore], progress: PackProgress) -> list[list[tuple[J
     return list(groups.values())
 
 
-def _train(group: list[tuple[JobStore, JobSpec]], progress: PackProgress, settings: Settings) -> None:
+def _train(group: list[tuple[JobStore, JobSpec]], progress: PackProgress, settings: Settings,
+           thread_cap: int | None) -> None:
     members: list[tuple[JobStore, JobSpec, Path]] = []
     dataset_path: Path | None = None
     for store, spec in group:
@@ -104,10 +108,14 @@ def _train(group: list[tuple[JobStore, JobSpec]], progress: PackProgress, settin
     if not members:
         return
     ids = [store.job.id for store, _, _ in members]
+    specs = [spec for _, spec, _ in members]
     try:
-        train_pack([spec for _, spec, _ in members], [run_dir for _, _, run_dir in members],
-                   progress.callbacks(ids), data_dir=settings.data_dir, dataset_path=dataset_path,
-                   spec_hashes=[store.job.spec_hash for store, _, _ in members])
+        data = load_data(specs[0].data, data_dir=settings.data_dir, dataset_path=dataset_path)
+        if thread_cap is not None:
+            use_job_threads(thread_cap, specs[0], data, configs=len(specs))
+        # durable=False: the store's copy of each checkpoint is the durable one (as in run_job).
+        train_pack(specs, [run_dir for _, _, run_dir in members], progress.callbacks(ids), data=data,
+                   spec_hashes=[store.job.spec_hash for store, _, _ in members], durable=False)
     except (LeaseLost, Unavailable):
         raise
     except Exception as exc:  # the whole pack failed (its data, its device): each job records it as run_job does

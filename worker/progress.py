@@ -45,6 +45,10 @@ class JobProgress:
         path = Path(path)
         # The trainer knows the step count (epochs x batches) only once data is loaded; it rides on the meta.
         self.total_steps = meta.get("total_steps", self.total_steps)
+        if meta.get("final"):
+            # The run's last checkpoint: the runner records it with the outcome (JobStore.finish: published first,
+            # then the pending points, the outcome and its row in one transaction): one commit fewer per job.
+            return
         # Metrics up to the checkpoint are durable no later than the checkpoint is (one transaction): a resume
         # never leaves a gap. One commit instead of two for the pending points and the checkpoint's row.
         points, self._pending = self._pending, []
@@ -63,7 +67,11 @@ class JobProgress:
             self.cancel_requested = self.store.heartbeat()
         return self.cancel_requested
 
-    def flush(self) -> None:
+    def take_pending(self) -> list[tuple[int, dict[str, Any]]]:
+        """The points not written yet, for the caller to write (the outcome's transaction takes the last ones)."""
         points, self._pending = self._pending, []
         self._last_flush = time.monotonic()
-        self.store.record_metrics(points, total_steps=self.total_steps)
+        return points
+
+    def flush(self) -> None:
+        self.store.record_metrics(self.take_pending(), total_steps=self.total_steps)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
+import torch
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,9 +26,11 @@ from core.repositories import jobs as jobs_repo
 from core.repositories.jobs import ClaimedJob
 from core.settings import Settings, get_settings
 from trainer.checkpoint import CheckpointError
+from trainer.data import Dataset, load_data
 from trainer.data.errors import DataError
 from trainer.loop import TrainingDiverged, TrainResult, train
 from trainer.spec import DatasetRef, JobSpec
+from trainer.threads import step_macs, threads_for
 from worker.db_retry import Unavailable, with_retries
 from worker.job_store import JobStore, LeaseLost
 from worker.progress import JobProgress
@@ -40,9 +44,13 @@ PERMANENT_FAILURES = (TrainingDiverged, DataError, CheckpointError, ValidationEr
 
 
 def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
-            sessions: sessionmaker[Session] | None = None, artifacts: ArtifactStore | None = None
-            ) -> JobStatus | None:
-    """Run one attempt of a job; return the status it ended in, or None if this call did not run it."""
+            sessions: sessionmaker[Session] | None = None, artifacts: ArtifactStore | None = None,
+            thread_cap: int | None = None) -> JobStatus | None:
+    """Run one attempt of a job; return the status it ended in, or None if this call did not run it.
+
+    thread_cap: the most torch threads the job may use; it takes 1 when its steps are small (use_job_threads).
+    None leaves torch's thread count as it is (the worker's setting fixed it, or a test calls).
+    """
     artifacts = artifacts or (get_artifact_store() if settings is None else store_for(settings))
     settings = settings or get_settings()
     sessions = sessions or get_sessionmaker()
@@ -63,7 +71,7 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
     store = JobStore(sessions, job, lease_seconds=settings.lease_seconds, artifacts=artifacts,
                      work_dir=settings.resolved_work_dir)
     try:
-        status = _train_claimed(job, store, settings)
+        status = _train_claimed(job, store, settings, thread_cap)
     except LeaseLost as exc:
         log.warning("%s; attempt %d stops without writing", exc, job.attempt)
         return None
@@ -76,7 +84,15 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
     return status
 
 
-def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobStatus:
+def use_job_threads(thread_cap: int, spec: JobSpec, data: Dataset, configs: int = 1) -> None:
+    """Set torch's threads for a run as the trainer's CLI does (trainer/threads.py): one for small steps, where a
+    second thread's fork/join per op costs more than it saves (and, on a busy machine, waits for a core), else
+    the pool process's share of the cores."""
+    macs = step_macs(spec, data.n_train, math.prod(data.input_shape), data.output_dim, configs)
+    torch.set_num_threads(threads_for(macs, thread_cap))
+
+
+def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings, thread_cap: int | None) -> JobStatus:
     progress: JobProgress | None = None
     claimed = time.monotonic()
     try:
@@ -86,10 +102,15 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
                                total_steps=spec.optim.iterations)
         # The trainer resumes from the checkpoint in this directory when a previous attempt recorded one.
         run_dir = store.prepare_run_dir()
-        result = train(spec, run_dir, callbacks=progress, data_dir=settings.data_dir, dataset_path=dataset_path,
-                       spec_hash=job.spec_hash)
+        data = load_data(spec.data, data_dir=settings.data_dir, dataset_path=dataset_path)
+        if thread_cap is not None:
+            use_job_threads(thread_cap, spec, data)
+        # Not fsynced in the run directory (durable=False): what survives a crash is the copy in the artifact store,
+        # fsynced (file and directory) before any row names it; a resume verifies the run directory against the
+        # rows (JobArtifacts.prepare) and fetches from the store what it lacks.
+        result = train(spec, run_dir, callbacks=progress, data=data, spec_hash=job.spec_hash, durable=False)
         timing = RunTiming(claimed, progress.loop_started, progress.start_step, time.monotonic())
-        progress.flush()
+        points = progress.take_pending()  # written with the outcome
     except (LeaseLost, Unavailable):
         raise
     except Exception as exc:  # every failure is recorded with its reason; the job never stays `running`
@@ -99,13 +120,14 @@ def _train_claimed(job: ClaimedJob, store: JobStore, settings: Settings) -> JobS
         return record_failure(job, store, exc, settings.max_attempts)
 
     if result.status == "completed":
-        # The throughput sample rides in the outcome's transaction: one commit fewer per job.
+        # The last points, the final checkpoint's row (JobProgress.on_checkpoint leaves it to us) and the throughput
+        # sample ride in the outcome's transaction: a job without periodic checkpoints commits twice (claim, outcome).
         store.finish(JobStatus.SUCCEEDED, step=result.step, total_steps=result.total_steps,
-                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result),
+                     final_metrics=result.final_metrics, final_checkpoint=final_checkpoint(result), points=points,
                      also=throughput_writer(job.id, spec, result, timing))
         return JobStatus.SUCCEEDED
     # "stopped": should_stop() said so, which only a cancel makes it do; the last checkpoint stays.
-    store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps)
+    store.finish(JobStatus.CANCELLED, step=result.step, total_steps=result.total_steps, points=points)
     return JobStatus.CANCELLED
 
 

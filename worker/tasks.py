@@ -21,6 +21,9 @@ from worker.runner import run_job
 log = logging.getLogger(__name__)
 
 _pool_size = 1  # set in the worker's main process, inherited by the pool children it forks
+# Set in each pool process: the most torch threads one of its jobs may use, when the settings leave the count to
+# us (a small job takes 1: worker/runner.py use_job_threads); None when worker_torch_threads fixes it.
+_job_thread_cap: int | None = None
 
 
 def torch_threads(configured: int | None, pool_size: int, cores: int | None) -> int:
@@ -48,9 +51,12 @@ def _init_pool_process(**_: object) -> None:
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()
     get_artifact_store.cache_clear()
+    global _job_thread_cap
     # torch would start one thread per core in every pool process: N processes on N cores oversubscribe.
-    threads = torch_threads(get_settings().worker_torch_threads, _pool_size, len(os.sched_getaffinity(0)))
+    configured = get_settings().worker_torch_threads
+    threads = torch_threads(configured, _pool_size, len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
+    _job_thread_cap = None if configured else threads
     log.info("pool process %d: torch uses %d threads (pool of %d)", os.getpid(), torch.get_num_threads(),
              _pool_size)
 
@@ -58,7 +64,7 @@ def _init_pool_process(**_: object) -> None:
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job_task(self: Task, job_id: str) -> str | None:
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
-    status = run_job(job_id, worker_id=worker_id)
+    status = run_job(job_id, worker_id=worker_id, thread_cap=_job_thread_cap)
     return None if status is None else status.value
 
 
@@ -68,5 +74,5 @@ def run_pack_task(self: Task, job_ids: list[str]) -> dict[str, str | None]:
         log.error("run_pack: expected a list of job ids, got %r; ignored", job_ids)
         return {}
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
-    statuses = run_pack(job_ids, worker_id=worker_id)
+    statuses = run_pack(job_ids, worker_id=worker_id, thread_cap=_job_thread_cap)
     return {job_id: None if status is None else status.value for job_id, status in statuses.items()}

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,21 +49,32 @@ class LocalStore:
         return path
 
     def put_file(self, key: str, source: Path) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        self.put_files([(key, source)])
+
+    def put_files(self, files: Sequence[tuple[str, Path]]) -> None:
+        # Every file whole and fsynced under a temp name first, then renamed into place in order, then each
+        # directory fsynced once (a checkpoint's weights and metadata: one directory fsync, not two).
+        staged: list[tuple[Path, Path]] = []
         try:
-            try:
-                os.link(source, tmp)  # same filesystem (an upload's staging file, a run dir beside the store)
-            except OSError:
-                shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            for key, source in files:
+                target = self._path(key)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+                staged.append((tmp, target))
+                try:
+                    os.link(source, tmp)  # same filesystem (an upload's staging file, a run dir beside the store)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            for tmp, target in staged:
+                os.replace(tmp, target)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
             raise
-        fsync_dir(target.parent)
+        for directory in dict.fromkeys(target.parent for _, target in staged):
+            fsync_dir(directory)
 
     def open(self, key: str, *, version: str | None = None) -> ArtifactReader:
         path = self._path(key)

@@ -9,6 +9,7 @@ Any failure to reach the store, and any 5xx, is StoreUnavailable; a missing key 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -100,6 +101,10 @@ class S3Store:
             self.client.upload_file(str(source), self.bucket, self._full(key), Config=self.transfer)
         except (BotoCoreError, ClientError, Boto3Error) as exc:  # Boto3Error: a failed multipart upload, aborted
             _raise(exc, key)
+
+    def put_files(self, files: Sequence[tuple[str, Path]]) -> None:
+        for key, source in files:
+            self.put_file(key, source)
 
     def open(self, key: str, *, version: str | None = None) -> ArtifactReader:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key)}

@@ -12,7 +12,7 @@ database row that points at it and is checked by every reader (verified.py).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +59,10 @@ class ArtifactStore(Protocol):
 
     def put_file(self, key: str, source: Path) -> None:
         """Store a copy of `source` at `key`, visible only once complete (large files go up in parts)."""
+        ...
+
+    def put_files(self, files: Sequence[tuple[str, Path]]) -> None:
+        """put_file for each (key, source), made visible in this order; all are stored once it returns."""
         ...
 
     def open(self, key: str, *, version: str | None = None) -> ArtifactReader:

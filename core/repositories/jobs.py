@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from core.db.session import begin_write, lock_timeout_ms, lock_wait_bound
-from core.db.statements import insert_ignoring_conflicts, json_number, rowcount
+from core.db.statements import core_table, insert_ignoring_conflicts, json_number, rowcount
 from core.jsonvalues import finite_or_none
 
 BATCH = 500  # jobs per kind per reconciler pass: bounds one transaction; a larger backlog takes more passes
@@ -79,6 +79,8 @@ class ClaimedJob:
     owner_id: str
     spec: dict[str, Any]
     spec_hash: str | None
+    # (step, key, sha256) of the checkpoints recorded when it was claimed (recorded_checkpoints): what it resumes from.
+    checkpoints: tuple[tuple[int, str, str], ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -368,22 +370,16 @@ def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float
 
     Conditional UPDATEs rather than read-then-write: on PostgreSQL the WHERE is re-checked after a concurrent
     claimer commits, so only one wins; on SQLite the UPDATE takes the write lock up front, so there is no
-    read-to-write lock upgrade to fail.
+    read-to-write lock upgrade to fail. The usual case is one statement (the claim, RETURNING what the attempt
+    needs), then, for a later attempt, a read of the recorded checkpoints it resumes from, in the claim's
+    transaction.
     """
     now = utcnow()
-    base = update(Job).where(Job.id == job_id, _claimable(now))
-    finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
-
-    # A cancel that arrived while the job waited (or while its dead worker held it) is final.
-    if rowcount(session.execute(base.where(Job.cancel_requested.is_(True))
-                                .values(status=JobStatus.CANCELLED, **finished))):
-        return None
-    # A job whose every attempt died mid-run must not loop forever.
-    if rowcount(session.execute(base.where(Job.attempt >= max_attempts)
-                                .values(status=JobStatus.FAILED, error=gave_up_error(max_attempts), **finished))):
-        return None
+    base = update(core_table(Job)).where(Job.id == job_id, _claimable(now))
+    cancelled, spent = Job.cancel_requested.is_(True), Job.attempt >= max_attempts
     claimed = session.execute(
-        base.values(
+        base.where(~cancelled, ~spent)
+        .values(
             status=JobStatus.RUNNING,
             attempt=Job.attempt + 1,
             lease_owner=worker_id,
@@ -391,18 +387,27 @@ def claim(session: Session, job_id: str, *, worker_id: str, lease_seconds: float
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
         )
-    )
-    if not rowcount(claimed):
-        return None  # terminal, or live-leased by another worker: a duplicate delivery
-    row = session.execute(select(Job.attempt, Job.owner_id, Job.spec, Job.spec_hash).where(Job.id == job_id)).one()
-    return ClaimedJob(id=job_id, attempt=row.attempt, owner_id=row.owner_id, spec=row.spec, spec_hash=row.spec_hash)
+        .returning(Job.attempt, Job.owner_id, Job.spec, Job.spec_hash)
+    ).first()
+    if claimed is not None:
+        # Only an attempt that holds the job writes checkpoint rows (fenced): the first attempt has none to read.
+        checkpoints = () if claimed.attempt == 1 else tuple(recorded_checkpoints(session, job_id))
+        return ClaimedJob(id=job_id, attempt=claimed.attempt, owner_id=claimed.owner_id, spec=claimed.spec,
+                          spec_hash=claimed.spec_hash, checkpoints=checkpoints)
+    finished = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
+    # A cancel that arrived while the job waited (or while its dead worker held it) is final.
+    if rowcount(session.execute(base.where(cancelled).values(status=JobStatus.CANCELLED, **finished))):
+        return None
+    # A job whose every attempt died mid-run must not loop forever.
+    session.execute(base.where(spent).values(status=JobStatus.FAILED, error=gave_up_error(max_attempts), **finished))
+    return None  # finished now, or terminal, or live-leased by another worker (a duplicate delivery)
 
 
 # ------------------------------------------------------------------------------ worker: fenced writes
 def fenced_update(session: Session, job_id: str, attempt: int, **values: Any) -> bool:
     """UPDATE the job only while `attempt` holds it (running); False when it no longer does."""
     result = session.execute(
-        update(Job)
+        update(core_table(Job))
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING)
         .values(updated_at=utcnow(), **values)
     )
@@ -445,16 +450,19 @@ def recorded_checkpoints(session: Session, job_id: str) -> list[tuple[int, str, 
 
 
 def record_checkpoint(session: Session, job_id: str, attempt: int, *, step: int, relpath: str, sha256: str,
-                      size_bytes: int, final: bool) -> None:
-    """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all)."""
+                      size_bytes: int, final: bool, new: bool = False) -> None:
+    """Add the checkpoint's row; safe to repeat (a retried write whose first commit landed after all). new: the
+    caller knows it has no row (this attempt published it and never recorded it), so nothing is looked up."""
     same = (Checkpoint.job_id == job_id, Checkpoint.sha256 == sha256, Checkpoint.step == step)
-    if final:
-        # The final checkpoint is usually the one just recorded by on_checkpoint: promote it.
-        if rowcount(session.execute(update(Checkpoint).where(*same).values(final=True))):
+    if new:
+        pass
+    elif final:
+        # The final checkpoint may be one recorded already (a resumed run that had finished): promote it.
+        if rowcount(session.execute(update(core_table(Checkpoint)).where(*same).values(final=True))):
             return
     elif session.scalar(select(Checkpoint.id).where(*same, Checkpoint.attempt == attempt)):
         return
-    session.execute(insert(Checkpoint).values(
+    session.execute(insert(core_table(Checkpoint)).values(
         job_id=job_id, step=step, attempt=attempt, sha256=sha256, size_bytes=size_bytes, final=final,
         relpath=relpath, created_at=utcnow(),
     ))

@@ -73,6 +73,23 @@ def test_a_file_goes_in_and_comes_back_verified_and_listed(store: ArtifactStore,
         store.open(KEY)
 
 
+def test_files_put_together_are_each_stored_whole_and_a_bad_one_leaves_none_half_written(
+        store: ArtifactStore, tmp_path: Path) -> None:
+    weights, meta = tmp_path / "ckpt.safetensors", tmp_path / "ckpt.json"
+    weights.write_bytes(b"weights")
+    meta.write_bytes(b"{}")
+    store.put_files([(KEY, weights), (f"{KEY}.json", meta)])
+    assert store.keys("jobs/0123abcd/") == [KEY, f"{KEY}.json"]
+    with open_verified(store, f"{KEY}.json", sha256(b"{}")) as reader:
+        assert b"".join(reader.chunks()) == b"{}"
+
+    with pytest.raises(OSError):
+        store.put_files([(f"{KEY}.other", weights), (f"{KEY}.missing", tmp_path / "missing")])
+    if isinstance(store, LocalStore):  # nothing renamed into place, no temp file left (S3: the first one is in)
+        assert store.keys("jobs/0123abcd/") == [KEY, f"{KEY}.json"]
+        assert not [p for p in (store.root / KEY).parent.iterdir() if p.name.startswith(".")]
+
+
 def test_a_tampered_object_is_never_served_nor_fetched(store: ArtifactStore, tmp_path: Path,
                                                          request: pytest.FixtureRequest) -> None:
     data = os.urandom(4096)

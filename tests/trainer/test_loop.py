@@ -26,6 +26,17 @@ def test_same_seed_and_spec_give_bitwise_equal_runs(tmp_path, make_spec):
     assert a.final_metrics == b.final_metrics
 
 
+def test_checkpoints_not_fsynced_are_the_same_whole_files(tmp_path, make_spec):
+    # durable=False (the worker, whose durable copy is the artifact store's) skips the fsyncs, not the atomic rename.
+    spec = make_spec(checkpoint_every=7)
+    train(spec, tmp_path / "durable")
+    train(spec, tmp_path / "cache", durable=False)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        p.name for p in (tmp_path / "durable").iterdir())  # no temp file left behind
+    cache, durable = latest_checkpoint(tmp_path / "cache"), latest_checkpoint(tmp_path / "durable")
+    assert cache.meta["sha256"] == durable.meta["sha256"]
+
+
 @pytest.mark.parametrize("optim", [
     {"name": "sgd", "momentum": 0.9, "batch_size": 8, "iterations": None, "epochs": 8, "schedule": "cosine"},
     {"name": "adam", "lr_hidden": 0.01, "lr_outer": 0.01, "momentum": 0.0, "schedule": "step", "weight_decay": 1e-3},

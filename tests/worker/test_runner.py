@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import select, update
 
 from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
@@ -17,10 +18,11 @@ from core.repositories import jobs as jobs_repo
 from tests.trainer.stop_after import StopAfter
 from tests.worker.conftest import WorkerDb, tiny_spec
 from trainer.checkpoint import sha256_file
+from trainer.data import load_data
 from trainer.loop import train
 from trainer.spec import JobSpec
 from worker.job_store import LeaseLost
-from worker.runner import run_job
+from worker.runner import run_job, use_job_threads
 
 
 def run(db: WorkerDb, job_id: str, worker_id: str = "w1") -> JobStatus | None:
@@ -210,3 +212,31 @@ def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_
     assert {p.step for p in points if p.attempt == 2} == set(range(120, 201, 20))
     # Resumed, not restarted: attempt 2 wrote no checkpoint before step 200.
     assert [c.step for c in checkpoint_rows(worker_db, job_id) if c.attempt == 2] == [200]
+
+
+class TestThreads:
+    """A pool process may use its share of the cores; a job whose steps are small takes one (trainer/threads.py)."""
+
+    @pytest.fixture(autouse=True)
+    def _keep_torch_threads(self):  # type: ignore[no-untyped-def]
+        before = torch.get_num_threads()
+        yield
+        torch.set_num_threads(before)
+
+    def test_a_small_job_trains_on_one_thread_whatever_its_pool_process_may_use(self, worker_db):
+        job_id = worker_db.add_job(tiny_spec())
+        torch.set_num_threads(2)
+
+        assert run_job(job_id, worker_id="w1", settings=worker_db.settings, sessions=worker_db.sessions,
+                       thread_cap=2) is JobStatus.SUCCEEDED
+        assert torch.get_num_threads() == 1
+
+    def test_a_big_step_gets_every_thread_of_the_pool_process_and_no_cap_leaves_torch_alone(self, worker_db):
+        big = JobSpec.model_validate(tiny_spec(model={"arch": "shallow", "width": 1000},
+                                               data={"source": "synthetic", "n": 1000, "d": 10, "seed": 1}))
+        use_job_threads(3, big, load_data(big.data))
+        assert torch.get_num_threads() == 3
+
+        job_id = worker_db.add_job(tiny_spec())
+        assert run(worker_db, job_id) is JobStatus.SUCCEEDED  # no thread_cap: the worker's setting fixed it
+        assert torch.get_num_threads() == 3
