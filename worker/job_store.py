@@ -77,13 +77,6 @@ class JobStore:
             raise LookupError(f"data.id: dataset {dataset_id} not found")
         return self._retrying("fetch its dataset", lambda: self.files.dataset(dataset_id, found[1]))
 
-    def recorded_checkpoint_steps(self) -> set[int]:
-        def read() -> set[int]:
-            with self.sessions() as session:
-                return repo.recorded_checkpoint_steps(session, self.job.id)
-
-        return self._retrying("read its checkpoints", read)
-
     def prepare_run_dir(self) -> Path:
         """The local run directory, holding the newest recorded checkpoint that verifies (fetched from the store
         if this host lacks it) and no checkpoint the database never recorded; see JobArtifacts.prepare.

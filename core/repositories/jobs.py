@@ -437,10 +437,6 @@ def insert_metric_points(session: Session, job_id: str, attempt: int,
     session.execute(insert_ignoring_conflicts(session, MetricPoint, ["job_id", "step"]), rows)
 
 
-def recorded_checkpoint_steps(session: Session, job_id: str) -> set[int]:
-    return set(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)))
-
-
 def recorded_checkpoints(session: Session, job_id: str) -> list[tuple[int, str, str]]:
     """(step, relpath, sha256) of every recorded checkpoint, in the order a resume prefers them last: by step,
     and for a step recorded twice (by two attempts) the newer row after the older."""
