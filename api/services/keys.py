@@ -49,20 +49,20 @@ class KeyCache:
         self._lock = threading.Lock()
         _caches.add(self)
 
+    def _unexpired(self, digest: str) -> tuple[float, str, ApiKey] | None:
+        with self._lock:
+            hit = self._found.get(digest)
+        return None if hit is None or hit[0] < time.monotonic() else hit
+
     def peek(self, digest: str) -> ApiKey | None:
         """The cached key, if there is one not yet expired, whatever mark it was cached under."""
-        with self._lock:
-            hit = self._found.get(digest)
-        return None if hit is None or hit[0] < time.monotonic() else hit[2]
+        hit = self._unexpired(digest)
+        return None if hit is None else hit[2]
 
     def get(self, digest: str, mark: str | None) -> ApiKey | None:
-        if mark is None:
-            return None
-        with self._lock:
-            hit = self._found.get(digest)
-        if hit is None or hit[0] < time.monotonic() or hit[1] != mark:
-            return None
-        return hit[2]
+        """The cached key, if it was cached under `mark` (None, an unreadable mark, trusts nothing)."""
+        hit = None if mark is None else self._unexpired(digest)
+        return None if hit is None or hit[1] != mark else hit[2]
 
     def put(self, digest: str, key: ApiKey, mark: str | None) -> None:
         """Keep `key`, found by a lookup made after `mark` was read (never before: a revoke that commits in
