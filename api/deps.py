@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,6 +30,7 @@ from api.services.signin import SignedIn
 from core.db.hooks import run_after_commit, run_after_rollback
 from core.db.models import ApiKey
 
+T = TypeVar("T")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -58,7 +59,11 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
             await _in_thread(_roll_back, session)
             raise
         else:
-            if not session.info.get(_ENDED):  # a CommittingRoute's endpoint has not committed it already
+            if session.info.get(_ENDED):  # a CommittingRoute's endpoint has committed it already
+                pass
+            elif not session.in_transaction():  # never used: nothing to commit, no trip to a worker thread
+                session.close()
+            else:
                 await _in_thread(_commit, session)
 
 
@@ -176,16 +181,16 @@ def check_csrf(request: Request, token: str | None, who: SignedIn) -> None:
 async def get_current_key(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
 ) -> ApiKey:
     """The caller's key, counted by the rate limiter. Async, so that a key found in the cache costs no trip to a
-    worker thread: only a cache miss (or the dashboard's cookie) asks the database, in one."""
+    worker thread: only a cache miss (or the dashboard's cookie) asks the database, in one, on a session of its
+    own (a route that reads on the event loop opens none)."""
     if credentials is not None:
-        key, retry_after = await _bearer_key(runtime, session, credentials.credentials)
+        key, retry_after = await _bearer_key(runtime, credentials.credentials)
     else:
-        who = await anyio.to_thread.run_sync(signin.signed_in, session, runtime.cookies, cookie)
+        who = await _in_own_session(runtime, lambda session: signin.signed_in(session, runtime.cookies, cookie))
         if who is None:
             raise Unauthorized("missing credentials: send the header 'Authorization: Bearer <api key>' "
                                "(or sign in at /ui/login)")
@@ -196,7 +201,7 @@ async def get_current_key(
     return key
 
 
-async def _bearer_key(runtime: Runtime, session: Session, plaintext: str) -> tuple[ApiKey, float | None]:
+async def _bearer_key(runtime: Runtime, plaintext: str) -> tuple[ApiKey, float | None]:
     """The live key and the limiter's verdict on it; 401 for anything else."""
     digest = keys.key_digest(plaintext)
     if digest is None:
@@ -208,20 +213,30 @@ async def _bearer_key(runtime: Runtime, session: Session, plaintext: str) -> tup
         retry_after, mark = await runtime.admit(cached.id, read_mark=True)
         if runtime.key_cache.get(digest, mark) is not None:
             return cached, retry_after
-        key = await _look_up(runtime, session, digest, mark)  # the mark was read before this lookup
+        key = await _look_up(runtime, digest, mark)  # the mark was read before this lookup
         return key, retry_after  # counted already, and a digest names one key
     mark = await runtime.read_mark() if runtime.key_cache.seconds > 0 else None  # before the lookup
-    key = await _look_up(runtime, session, digest, mark)
+    key = await _look_up(runtime, digest, mark)
     return key, (await runtime.admit(key.id, read_mark=False))[0]
 
 
-async def _look_up(runtime: Runtime, session: Session, digest: str, mark: str | None) -> ApiKey:
-    key = await anyio.to_thread.run_sync(keys.authenticate_digest, session, digest)
+async def _look_up(runtime: Runtime, digest: str, mark: str | None) -> ApiKey:
+    key = await _in_own_session(runtime, lambda session: keys.authenticate_digest(session, digest))
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     # Cached under the mark read before the lookup: a revoke that commits in between leaves the entry stale.
     runtime.key_cache.put(digest, key, mark)
     return key
+
+
+async def _in_own_session(runtime: Runtime, read: Callable[[Session], T]) -> T:
+    """A read on a session of its own, in a worker thread. Without a turn at the database (the pool still bounds
+    it): the request may hold its turn already, for the session of its endpoint, and turns are not reentrant."""
+    def run() -> T:
+        with runtime.sessions() as session:
+            return read(session)
+
+    return await anyio.to_thread.run_sync(run)
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 from celery import Celery
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import DatabaseBusy
@@ -25,7 +26,7 @@ from api.services.key_revocations import RedisMark, RevocationMark, revocation_m
 from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
-from core.db.session import make_engine
+from core.db.session import make_engine, make_read_engine
 from core.queue import enqueue_job, enqueue_pack, make_celery
 from core.settings import Settings
 
@@ -41,6 +42,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_engine: AsyncEngine | None  # PostgreSQL: the hottest reads, on the event loop (api/services/job_reads.py)
     celery: Celery
     artifacts: ArtifactStore
     limiter: Limiter
@@ -61,6 +63,9 @@ class Runtime:
                              # No request waits longer for a row lock than for the database as a whole.
                              lock_timeout_seconds=busy_timeout)
         sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        read_engine = make_read_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
+                                       pool_size=settings.api_db_concurrency,
+                                       ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
 
         def secret() -> str:
             if settings.session_secret is not None:
@@ -71,6 +76,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             sessions=sessions,
+            read_engine=read_engine,
             celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
             artifacts=store_for(settings),
             limiter=make_limiter(settings),
@@ -133,6 +139,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """What close() cannot: the clients bound to the event loop."""
+        if self.read_engine is not None:
+            await self.read_engine.dispose()
         await self.limiter.aclose()
         if self.revocations is not None:
             await self.revocations.aclose()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
+from sqlalchemy import Row
 
 from core.db.models import Dataset, Job, JobStatus
 from trainer.plan import (
@@ -48,6 +49,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------------- jobs
+# A job as the ORM loads it, or a Core row of the jobs table's columns (api/services/job_reads.py).
+JobRow = Job | Row[Any]
+
+
 class JobOut(BaseModel):
     id: str
     name: str
@@ -77,7 +82,7 @@ class JobOut(BaseModel):
                                                               "result (metrics, checkpoint) it carries")
 
     @classmethod
-    def from_row(cls, job: Job, now: datetime) -> JobOut:
+    def from_row(cls, job: JobRow, now: datetime) -> JobOut:
         return cls(
             id=job.id, name=job.name, regime=job.regime, status=job.status, queue=job.queue,
             progress=progress(job), step=job.step, total_steps=job.total_steps,
@@ -89,7 +94,7 @@ class JobOut(BaseModel):
         )
 
 
-def progress(job: Job) -> float:
+def progress(job: JobRow) -> float:
     if job.status == JobStatus.SUCCEEDED:
         return 1.0
     if not job.total_steps:
@@ -97,7 +102,7 @@ def progress(job: Job) -> float:
     return min(max(job.step / job.total_steps, 0.0), 1.0)
 
 
-def eta_seconds(job: Job, now: datetime) -> float | None:
+def eta_seconds(job: JobRow, now: datetime) -> float | None:
     if job.status != JobStatus.RUNNING or not job.total_steps or job.step <= 0 or job.started_at is None:
         return None
     elapsed = (_as_utc(now) - _as_utc(job.started_at)).total_seconds()

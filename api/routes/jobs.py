@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
 from api.routes import V1
 from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, PlanOut, error_responses
-from api.services import checkpoints, jobs, plan
+from api.services import checkpoints, job_reads, jobs, plan
 from core.db.models import JobStatus, utcnow
 from core.repositories.jobs import JobFilters
 from trainer.spec import JobSpec
@@ -73,8 +73,8 @@ def submit_job(spec: SpecBody, session: SessionDep, key: CurrentKey, runtime: Ru
 
 
 @router.get("", response_model=JobPage, responses=error_responses(401, 422, 429))
-def list_jobs(
-    session: SessionDep, key: CurrentKey,
+async def list_jobs(
+    runtime: RuntimeDep, key: CurrentKey,
     status: JobStatus | None = None,
     regime: Literal["regular", "constrained"] | None = None,
     name: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = None,
@@ -91,15 +91,15 @@ def list_jobs(
     """Your jobs, newest first, filtered by status, regime, name, id prefix, spec_hash and sweep."""
     filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash,
                          sweep_id=sweep_id)
-    rows, total = jobs.list_jobs(session, key, filters, limit=limit, offset=offset)
+    rows, total = await job_reads.owned_page(runtime, key, filters, limit=limit, offset=offset)
     now = utcnow()
     return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 429))
-def get_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobOut:
+async def get_job(job_id: str, runtime: RuntimeDep, key: CurrentKey) -> JobOut:
     """One job: status, progress, step, ETA, latest and final metrics, error, timestamps, attempt."""
-    return JobOut.from_row(jobs.get_job(session, key, job_id), utcnow())
+    return JobOut.from_row(await job_reads.owned_job(runtime, key, job_id), utcnow())
 
 
 @router.get("/{job_id}/metrics", response_model=MetricSeries, responses=error_responses(401, 404, 422, 429))

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import sqlite
@@ -62,6 +63,24 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
         def remember_lock_bound(dbapi_connection: Any, record: Any) -> None:
             record.info[_LOCK_TIMEOUT_MS] = bound
 
+    return engine
+
+
+def make_read_engine(url: str, *, busy_timeout: float, pool_size: int,
+                     ping_after_idle_seconds: float = 0.0) -> AsyncEngine | None:
+    """PostgreSQL: an asyncio engine for the API's hottest reads (a job, a page of jobs), which then cost no trip
+    to a worker thread. Each statement commits on its own (no BEGIN and COMMIT round trips around one SELECT), and
+    the server refuses any write on these connections (default_transaction_read_only). None for SQLite, whose
+    reads stay on the threaded engine.
+    """
+    url = sqlalchemy_url(url)
+    if not url.startswith("postgresql"):
+        return None
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=ping_after_idle_seconds <= 0,
+                                 pool_size=pool_size, max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
+                                 connect_args={"connect_timeout": 5, "options": "-c default_transaction_read_only=on"})
+    if ping_after_idle_seconds > 0:
+        _ping_after_idle(engine.sync_engine, ping_after_idle_seconds)
     return engine
 
 

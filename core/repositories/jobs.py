@@ -9,11 +9,12 @@ once, here, and claim, fencing and the reconciler's queries all use them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
@@ -179,21 +180,55 @@ def queue_depth(session: Session, queue: str) -> tuple[int, int]:
     return counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
 
 
+def _given(filters: JobFilters) -> dict[str, Any]:
+    """The filters that are set, by column; an id prefix as the LIKE pattern of `id_like`."""
+    given = {f.name: getattr(filters, f.name) for f in fields(filters) if getattr(filters, f.name) is not None}
+    if "id_prefix" in given:
+        prefix = given.pop("id_prefix")
+        given["id_like"] = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+    return given
+
+
+def _conditions(owner_id: Any, given: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """The WHERE of a filtered list of the owner's jobs; values may be bind parameters."""
+    table = core_table(Job)
+    return [table.c.owner_id == owner_id,
+            *(table.c.id.like(value, escape="/") if name == "id_like" else table.c[name] == value
+              for name, value in given.items())]
+
+
 def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
-    stmt = select(Job).where(Job.owner_id == owner_id)
-    if filters.status is not None:
-        stmt = stmt.where(Job.status == filters.status)
-    if filters.regime is not None:
-        stmt = stmt.where(Job.regime == filters.regime)
-    if filters.name is not None:
-        stmt = stmt.where(Job.name == filters.name)
-    if filters.id_prefix is not None:
-        stmt = stmt.where(Job.id.startswith(filters.id_prefix, autoescape=True))
-    if filters.spec_hash is not None:
-        stmt = stmt.where(Job.spec_hash == filters.spec_hash)
-    if filters.sweep_id is not None:
-        stmt = stmt.where(Job.sweep_id == filters.sweep_id)
-    return stmt
+    return select(Job).where(*_conditions(owner_id, _given(filters)))
+
+
+# The API's async reads (api/services/job_reads.py): Core rows of the jobs table. Statements are built once per
+# set of filters and run with parameters: building and compiling a fresh one costs more than running it.
+OWNED_JOB = select(*core_table(Job).c).where(core_table(Job).c.id == bindparam("job_id"),
+                                             core_table(Job).c.owner_id == bindparam("owner_id"))
+
+
+@lru_cache(maxsize=64)
+def _page_statement(names: tuple[str, ...]) -> Select[Any]:
+    table = core_table(Job)
+    return (select(*table.c, func.count().over().label("total"))
+            .where(*_conditions(bindparam("owner_id"), {name: bindparam(name) for name in names}))
+            .order_by(table.c.created_at.desc(), table.c.id.desc())
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+@lru_cache(maxsize=64)
+def _count_statement(names: tuple[str, ...]) -> Select[Any]:
+    return (select(func.count()).select_from(core_table(Job))
+            .where(*_conditions(bindparam("owner_id"), {name: bindparam(name) for name in names})))
+
+
+def owned_page_query(owner_id: str, filters: JobFilters) -> tuple[Select[Any], Select[Any], dict[str, Any]]:
+    """(page statement, count statement, their parameters without limit and offset). The page: the owner's
+    filtered jobs newest first, as rows of the table's columns plus `total`, a window count over the filtered set
+    (one query, not two). The count alone answers for a page past the end, which says nothing about the total."""
+    given = _given(filters)
+    names = tuple(given)
+    return _page_statement(names), _count_statement(names), {"owner_id": owner_id, **given}
 
 
 def list_owned(session: Session, owner_id: str, filters: JobFilters, *, limit: int,

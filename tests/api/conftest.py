@@ -141,6 +141,7 @@ def api_factory(tmp_path: Path, database_url: str) -> ApiFactory:
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield Api(app=app, client=client)
         finally:
+            await app.state.runtime.aclose()
             app.state.runtime.close()
 
     return factory

@@ -41,25 +41,32 @@ def thread_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield trips
 
 
-async def test_reading_submitting_and_listing_take_one_trip_each_once_the_key_is_cached(
+def read_trips(api: Api) -> int:
+    """Trips a job or a page of jobs costs: none on PostgreSQL (the asyncio read engine), one on SQLite."""
+    return 0 if api.runtime.engine.dialect.name == "postgresql" else 1
+
+
+async def test_once_the_key_is_cached_a_write_takes_one_trip_and_a_status_poll_at_most_one(
         api: Api, thread_trips: list[str]) -> None:
     user = api.new_user()
     job_id = (await api.client.post("/v1/jobs", json=SPEC, headers=user)).json()["id"]  # the key is now cached
-    for method, path, body in (("GET", f"/v1/jobs/{job_id}", None), ("POST", "/v1/jobs", SPEC),
-                               ("GET", "/v1/jobs", None), ("POST", f"/v1/jobs/{job_id}/cancel", None)):
+    for method, path, body, trips in (("GET", f"/v1/jobs/{job_id}", None, read_trips(api)),
+                                      ("POST", "/v1/jobs", SPEC, 1),
+                                      ("GET", "/v1/jobs", None, read_trips(api)),
+                                      ("POST", f"/v1/jobs/{job_id}/cancel", None, 1)):
         thread_trips.clear()
         response = await api.client.request(method, path, json=body, headers=user)
         assert response.status_code in (200, 201), (path, response.text)
-        assert len(thread_trips) == 1, (method, path, thread_trips)
+        assert len(thread_trips) == trips, (method, path, thread_trips)
 
 
 async def test_a_key_not_yet_cached_costs_one_more_trip_for_its_lookup(api: Api, thread_trips: list[str]) -> None:
     user = api.new_user()
     assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
-    assert len(thread_trips) == 2, thread_trips  # the key's lookup, then the endpoint
+    assert len(thread_trips) == 1 + read_trips(api), thread_trips  # the key's lookup, then the read
     thread_trips.clear()
     assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
-    assert len(thread_trips) == 1, thread_trips
+    assert len(thread_trips) == read_trips(api), thread_trips
 
 
 async def test_an_endpoint_that_fails_commits_nothing_and_sends_nothing(api: Api) -> None:

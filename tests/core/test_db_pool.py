@@ -89,3 +89,46 @@ def test_a_lock_timeout_given_to_the_engine_bounds_every_lock_wait_and_is_known_
     finally:
         bounded.dispose()
         plain.dispose()
+
+
+def test_the_read_engine_sees_each_commit_at_once_and_the_server_refuses_its_writes(url: str) -> None:
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from core.db.session import make_read_engine
+
+    assert make_read_engine("sqlite:///x.db", busy_timeout=1, pool_size=1) is None  # SQLite reads stay threaded
+    plain = make_engine(url, pool_size=1)
+
+    async def check() -> None:
+        reads = make_read_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=IDLE)
+        assert reads is not None
+        try:
+            with plain.begin() as setup:
+                setup.execute(text("CREATE TABLE IF NOT EXISTS read_engine_probe (n int)"))
+                setup.execute(text("DELETE FROM read_engine_probe"))
+            async with reads.connect() as connection:
+                assert await connection.scalar(text("SELECT count(*) FROM read_engine_probe")) == 0
+                # Autocommit: no snapshot held across statements, so a commit made elsewhere shows at once.
+                with plain.begin() as writer:
+                    writer.execute(text("INSERT INTO read_engine_probe VALUES (1)"))
+                assert await connection.scalar(text("SELECT count(*) FROM read_engine_probe")) == 1
+                with pytest.raises(DBAPIError, match="read-only transaction"):
+                    await connection.execute(text("INSERT INTO read_engine_probe VALUES (2)"))
+            # A connection the server dropped while it idled is replaced before use, as on the threaded engine.
+            async with reads.connect() as connection:
+                first = await connection.scalar(text("SELECT pg_backend_pid()"))
+            kill(url, int(first))
+            await asyncio.sleep(IDLE * 2)
+            async with reads.connect() as connection:
+                assert await connection.scalar(text("SELECT pg_backend_pid()")) != first
+        finally:
+            await reads.dispose()
+
+    try:
+        asyncio.run(check())
+        with plain.connect() as connection:  # the refused write left nothing
+            assert connection.scalar(text("SELECT count(*) FROM read_engine_probe")) == 1
+    finally:
+        plain.dispose()
