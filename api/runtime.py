@@ -92,10 +92,13 @@ class Runtime:
     async def database_turn(self) -> AsyncIterator[None]:
         """One of api_db_concurrency turns at the database, waited for at most database_busy_timeout_seconds."""
         try:
-            with anyio.fail_after(self.settings.database_busy_timeout_seconds):
-                await self.turns.acquire()
-        except TimeoutError:
-            raise DatabaseBusy() from None
+            self.turns.acquire_nowait()  # the usual case; a deadline (a cancel scope) only for a wait
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(self.settings.database_busy_timeout_seconds):
+                    await self.turns.acquire()
+            except TimeoutError:
+                raise DatabaseBusy() from None
         try:
             yield
         finally:

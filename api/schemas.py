@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -83,33 +84,49 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, job: JobRow, now: datetime) -> JobOut:
-        return cls(
-            id=job.id, name=job.name, regime=job.regime, status=job.status, queue=job.queue,
-            progress=progress(job), step=job.step, total_steps=job.total_steps,
-            eta_seconds=eta_seconds(job, now), latest_metrics=job.latest_metrics,
-            final_metrics=job.final_metrics, error=job.error, attempt=job.attempt,
-            cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
-            updated_at=job.updated_at, finished_at=job.finished_at, spec=job.spec, spec_hash=job.spec_hash,
-            sweep_id=job.sweep_id, params=job.params, reused_from=job.reused_from,
-        )
+        # A Core row is read through its mapping: ~20x cheaper than its attributes, which counts in a page of 200.
+        values: Mapping[Any, Any] = job._mapping if isinstance(job, Row) else _Attributes(job)
+        fields = {name: values[name] for name in _COPIED}
+        return cls(**fields, progress=progress(values), eta_seconds=eta_seconds(values, now))
 
 
-def progress(job: JobRow) -> float:
-    if job.status == JobStatus.SUCCEEDED:
+_COPIED = ("id", "name", "regime", "status", "queue", "step", "total_steps", "latest_metrics", "final_metrics", "error",
+           "attempt", "cancel_requested", "created_at", "started_at", "updated_at", "finished_at", "spec", "spec_hash",
+           "sweep_id", "params", "reused_from")
+
+
+class _Attributes(Mapping[str, Any]):
+    """An ORM object's attributes as a read-only mapping."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self.job, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_COPIED)
+
+    def __len__(self) -> int:
+        return len(_COPIED)
+
+
+def progress(job: Mapping[Any, Any]) -> float:
+    if job["status"] == JobStatus.SUCCEEDED:
         return 1.0
-    if not job.total_steps:
+    if not job["total_steps"]:
         return 0.0
-    return min(max(job.step / job.total_steps, 0.0), 1.0)
+    return float(min(max(job["step"] / job["total_steps"], 0.0), 1.0))
 
 
-def eta_seconds(job: JobRow, now: datetime) -> float | None:
-    if job.status != JobStatus.RUNNING or not job.total_steps or job.step <= 0 or job.started_at is None:
+def eta_seconds(job: Mapping[Any, Any], now: datetime) -> float | None:
+    step, total, started = job["step"], job["total_steps"], job["started_at"]
+    if job["status"] != JobStatus.RUNNING or not total or step <= 0 or started is None:
         return None
-    elapsed = (_as_utc(now) - _as_utc(job.started_at)).total_seconds()
+    elapsed = (_as_utc(now) - _as_utc(started)).total_seconds()
     if elapsed <= 0:
         return None
-    remaining = max(job.total_steps - job.step, 0)
-    return round(elapsed / job.step * remaining, 3)
+    return round(float(elapsed / step * max(total - step, 0)), 3)
 
 
 class JobPage(BaseModel):
