@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -76,7 +77,10 @@ def make_read_engine(url: str, *, busy_timeout: float, pool_size: int,
     url = sqlalchemy_url(url)
     if not url.startswith("postgresql"):
         return None
+    # JSON columns decoded by pydantic-core: half the time of json.loads on the bytes psycopg hands over, which
+    # counts when a page of 20 jobs holds 40 JSON values.
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=ping_after_idle_seconds <= 0,
+                                 json_deserializer=pydantic_core.from_json,
                                  pool_size=pool_size, max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
                                  connect_args={"connect_timeout": 5, "options": "-c default_transaction_read_only=on"})
     if ping_after_idle_seconds > 0:
