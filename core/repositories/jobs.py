@@ -116,12 +116,18 @@ def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | N
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
+# Every submission runs these two (the queued cap's lock and count): built once, run on the session's connection
+# as Core statements, they skip the ORM's per-statement work and a fresh statement's cache key.
+_QUEUED_JOBS = (select(func.count()).select_from(core_table(Job))
+                .where(core_table(Job).c.owner_id == bindparam("owner_id"),
+                       core_table(Job).c.status == JobStatus.QUEUED, core_table(Job).c.sweep_id.is_(None)))
+_LOCK_OWNER = (select(core_table(ApiKey).c.id).where(core_table(ApiKey).c.id == bindparam("owner_id"))
+               .with_for_update(key_share=True))
+
+
 def count_queued(session: Session, owner_id: str) -> int:
     """Queued jobs of the owner that are not sweep configs (those have their own cap: count_queued_sweep_configs)."""
-    return session.scalar(
-        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED,
-                                                    Job.sweep_id.is_(None))
-    ) or 0
+    return session.connection().execute(_QUEUED_JOBS, {"owner_id": owner_id}).scalar_one()
 
 
 def count_queued_sweep_configs(session: Session, owner_id: str) -> int:
@@ -146,7 +152,7 @@ def lock_owner_queue(session: Session, owner_id: str, *, wait_seconds: float) ->
         wanted = lock_timeout_ms(wait_seconds)
         if lock_wait_bound(session) != wanted:  # the API's connections are opened with it: a round trip saved
             session.execute(text(f"SET LOCAL lock_timeout = {wanted}"))
-        session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update(key_share=True))
+        session.connection().execute(_LOCK_OWNER, {"owner_id": owner_id})
 
 
 def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float) -> int:
