@@ -96,13 +96,14 @@ class Profiler:
         if self.api_pid is None or self.out is None:
             return None
         slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-        return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.api_pid),
+        return subprocess.Popen([str(PY_SPY), "record", "--pid", str(self.api_pid),
                                  "--format", "raw", "--rate", "250", "--gil", "--duration", str(max(1, int(duration))),
                                  "--output", str(self.out / f"{slug}.txt"), "--nonblocking"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 NO_PROFILE = Profiler(None, None)
+PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
@@ -209,6 +210,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the API with py-spy during each phase: DIR/<phase>.txt, collapsed stacks")
     args = parser.parse_args()
+    if args.profile is not None and not PY_SPY.exists():
+        parser.error(f"--profile needs py-spy beside this Python ({PY_SPY}); `make setup` installs it")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
 
