@@ -59,11 +59,7 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
             await _in_thread(_roll_back, session)
             raise
         else:
-            if session.info.get(_ENDED):  # a CommittingRoute's endpoint has committed it already
-                pass
-            elif not session.in_transaction():  # never used: nothing to commit, no trip to a worker thread
-                session.close()
-            else:
+            if not session.info.get(_ENDED):  # a CommittingRoute's endpoint has not committed it already
                 await _in_thread(_commit, session)
 
 
