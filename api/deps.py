@@ -186,7 +186,8 @@ async def get_current_key(
     if credentials is not None:
         key, retry_after = await _bearer_key(runtime, credentials.credentials)
     else:
-        who = await _in_own_session(runtime, lambda session: signin.signed_in(session, runtime.cookies, cookie))
+        who = None if cookie is None else await _in_own_session(
+            runtime, lambda session: signin.signed_in(session, runtime.cookies, cookie))
         if who is None:
             raise Unauthorized("missing credentials: send the header 'Authorization: Bearer <api key>' "
                                "(or sign in at /ui/login)")

@@ -77,3 +77,9 @@ async def test_an_endpoint_that_fails_commits_nothing_and_sends_nothing(api: Api
     assert response.status_code == 422
     assert (await api.client.get("/v1/jobs", headers=user)).json()["total"] == 0
     assert len(api.drain_queue("cpu")) == before == 0
+
+
+async def test_a_request_without_credentials_is_refused_without_a_trip(api: Api, thread_trips: list[str]) -> None:
+    response = await api.client.get("/v1/jobs")
+    assert response.status_code == 401 and "missing credentials" in response.text
+    assert thread_trips == []
