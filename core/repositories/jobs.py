@@ -187,8 +187,11 @@ def queue_depth(session: Session, queue: str) -> tuple[int, int]:
 
 
 def _given(filters: JobFilters) -> dict[str, Any]:
-    """The filters that are set, by column; an id prefix as the LIKE pattern of `id_like`."""
+    """The filters that are set, by column, as plain values (an enum member as its value: a driver-level read
+    binds them without SQLAlchemy's types); an id prefix as the LIKE pattern of `id_like`."""
     given = {f.name: getattr(filters, f.name) for f in fields(filters) if getattr(filters, f.name) is not None}
+    if isinstance(given.get("status"), JobStatus):
+        given["status"] = given["status"].value
     if "id_prefix" in given:
         prefix = given.pop("id_prefix")
         given["id_like"] = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
