@@ -27,7 +27,7 @@ async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[
     sql = compiled_sql(statement, engine.dialect)
     async with engine.connect() as connection:
         pooled = await connection.get_raw_connection()
-        driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]  # typed as the generic DBAPI connection
         try:
             async with driver.cursor(row_factory=dict_row) as cursor:
                 await cursor.execute(sql, params)
