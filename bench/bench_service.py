@@ -5,6 +5,8 @@ uvicorn API process and (for the queue-delay phase only) one idle Celery worker.
 
     .venv/bin/python bench/bench_service.py [--clients 50] [--duration 15] [--delay-jobs 7]
 
+With --profile DIR, py-spy samples the API during each load phase; bench/profile_report.py reads the files.
+
 Phases (same server, same run):
   1. healthz: every client loops GET /healthz for --duration seconds.
   2. submit:  every client (its own API key) loops POST /v1/jobs for --duration seconds.
