@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from trainer.checkpoint_format import FORMAT, KEEP_LATEST
+from trainer.checkpoint_format import FORMAT, KEEP_LATEST, header_metadata
 from trainer.files import atomic_write
 
 _NAME = re.compile(r"^ckpt-(\d{9})\.json$")
@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: Path, step: int, tensors: dict[str, torch.Tensor], 
     run_dir.mkdir(parents=True, exist_ok=True)
     weights, meta_path = checkpoint_paths(run_dir, step)
     contiguous = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
-    header = {"format": FORMAT, "step": str(step)}
+    header = header_metadata(step)
     atomic_write(weights, lambda p: save_file(contiguous, str(p), metadata=header), durable=durable)
     full = {"format": FORMAT, **meta, "step": step, "sha256": sha256_file(weights),
             "size_bytes": weights.stat().st_size, "tensors": sorted(contiguous),

@@ -17,6 +17,12 @@ _ITEMSIZE = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2}
 _LAYOUT_RANK = {"I64": 0, "F64": 1, "F32": 2, "I32": 3, "BF16": 4, "F16": 5}
 
 
+def header_metadata(step: int) -> dict[str, str]:
+    """The .safetensors header's metadata of a checkpoint at `step`. One key: safetensors writes its metadata map in
+    no fixed order, and with two keys the same weights came out as two different files (and sha256s)."""
+    return {"narrownet": json.dumps({"format": FORMAT, "step": step}, sort_keys=True)}
+
+
 def safetensors_bytes(tensors: Iterable[tuple[str, tuple[int, ...], str]], metadata: Mapping[str, str]) -> int:
     """The size of the .safetensors file holding these (name, shape, dtype) tensors and this metadata: an 8-byte
     length, the JSON header padded with spaces to a multiple of 8, then the data."""

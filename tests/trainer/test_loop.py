@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from bench.reference import reference_train
 from tests.trainer.stop_after import StopAfter
 from tests.trainer.v_set import assert_counts_binding_steps
-from trainer.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from trainer.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.data import load_data
 from trainer.loop import TrainingDiverged, train
 
@@ -35,6 +35,13 @@ def test_checkpoints_not_fsynced_are_the_same_whole_files(tmp_path, make_spec):
         p.name for p in (tmp_path / "durable").iterdir())  # no temp file left behind
     cache, durable = latest_checkpoint(tmp_path / "cache"), latest_checkpoint(tmp_path / "durable")
     assert cache.meta["sha256"] == durable.meta["sha256"]
+
+
+def test_the_same_weights_make_the_same_checkpoint_file(tmp_path):
+    # Whatever the order safetensors writes its header in: a checkpoint's sha256 names its contents.
+    tensors = {"W": torch.arange(6.0).reshape(2, 3), "v": torch.ones(3)}
+    digests = {save_checkpoint(tmp_path / str(i), 7, tensors, {})[1]["sha256"] for i in range(12)}
+    assert len(digests) == 1
 
 
 @pytest.mark.parametrize("optim", [

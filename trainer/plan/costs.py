@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from trainer.checkpoint_format import FORMAT, KEEP_LATEST, safetensors_bytes
+from trainer.checkpoint_format import KEEP_LATEST, header_metadata, safetensors_bytes
 from trainer.plan.layers import Net, TensorInfo
 from trainer.plan.shapes import DataShape
 from trainer.sizes import EVAL_BATCH, JACOBIAN_MAX_SAMPLES
@@ -185,7 +185,7 @@ def checkpoint_tensors(spec: JobSpec, shape: DataShape, net: Net) -> list[Tensor
 def checkpoint_estimate(spec: JobSpec, shape: DataShape, net: Net) -> CheckpointEstimate:
     steps = total_steps(spec, shape.n_train)
     tensors = checkpoint_tensors(spec, shape, net)
-    size = safetensors_bytes([(t.name, t.shape, t.dtype) for t in tensors], {"format": FORMAT, "step": str(steps)})
+    size = safetensors_bytes([(t.name, t.shape, t.dtype) for t in tensors], header_metadata(steps))
     every = spec.checkpoint_every
     written = 1 + ((steps - 1) // every if every else 0)
     return CheckpointEstimate(bytes=size, tensors=len(tensors), written=written,
