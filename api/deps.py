@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,7 +30,6 @@ from api.services.signin import SignedIn
 from core.db.hooks import run_after_commit, run_after_rollback
 from core.db.models import ApiKey
 
-T = TypeVar("T")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -186,8 +185,9 @@ async def get_current_key(
     if credentials is not None:
         key, retry_after = await _bearer_key(runtime, credentials.credentials)
     else:
-        who = None if cookie is None else await _in_own_session(
-            runtime, lambda session: signin.signed_in(session, runtime.cookies, cookie))
+        # Without a turn at the database (the pool still bounds it): the endpoint's session may hold one already.
+        who = None if cookie is None else await runtime.in_own_session(
+            lambda session: signin.signed_in(session, runtime.cookies, cookie))
         if who is None:
             raise Unauthorized("missing credentials: send the header 'Authorization: Bearer <api key>' "
                                "(or sign in at /ui/login)")
@@ -218,22 +218,12 @@ async def _bearer_key(runtime: Runtime, plaintext: str) -> tuple[ApiKey, float |
 
 
 async def _look_up(runtime: Runtime, digest: str, mark: str | None) -> ApiKey:
-    key = await _in_own_session(runtime, lambda session: keys.authenticate_digest(session, digest))
+    key = await runtime.in_own_session(lambda session: keys.authenticate_digest(session, digest))
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     # Cached under the mark read before the lookup: a revoke that commits in between leaves the entry stale.
     runtime.key_cache.put(digest, key, mark)
     return key
-
-
-async def _in_own_session(runtime: Runtime, read: Callable[[Session], T]) -> T:
-    """A read on a session of its own, in a worker thread. Without a turn at the database (the pool still bounds
-    it): the request may hold its turn already, for the session of its endpoint, and turns are not reentrant."""
-    def run() -> T:
-        with runtime.sessions() as session:
-            return read(session)
-
-    return await anyio.to_thread.run_sync(run)
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]

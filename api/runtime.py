@@ -8,9 +8,10 @@ process-global configuration. Making the engine does not connect; the first requ
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 from celery import Celery
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # Under load a request's pooled connection was in use milliseconds ago: checking it first was a round trip per
 # request (~6% of a GET's CPU). One idle this long is checked, as before.
 PING_AFTER_IDLE_SECONDS = 1.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,6 +105,15 @@ class Runtime:
             yield
         finally:
             self.turns.release()
+
+    async def in_own_session(self, read: Callable[[Session], T]) -> T:
+        """`read` on a session of its own, in a worker thread, then the session closed (nothing committed). Takes no
+        turn at the database: callers that need one hold it (turns are not reentrant)."""
+        def run() -> T:
+            with self.sessions() as session:
+                return read(session)
+
+        return await anyio.to_thread.run_sync(run)
 
     def enqueue(self, job_id: str, queue: str) -> None:
         """Count a new job and send it to its queue. Called only after the job's row has committed.

@@ -133,12 +133,17 @@ def get_job(session: Session, owner: ApiKey, job_id: str) -> Job:
     """The caller's job; another user's job is as absent as one that never existed."""
     job = repo.get_owned(session, owner.id, job_id) if valid_job_id(job_id) else None
     if job is None:
-        raise NotFound(f"no job {job_id[:64]!r}")
+        raise job_not_found(job_id)
     return job
 
 
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"no job {job_id[:64]!r}")
+
+
 def list_jobs(session: Session, owner: ApiKey, filters: JobFilters, *, limit: int,
-              offset: int) -> tuple[Sequence[Job], int]:
+              offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of the caller's jobs, newest first (rows by column name), and how many match in all."""
     return repo.list_owned(session, owner.id, filters, limit=limit, offset=offset)
 
 
@@ -147,7 +152,7 @@ def get_jobs(session: Session, owner: ApiKey, job_ids: Sequence[str]) -> list[Jo
     found = {job.id: job for job in repo.list_owned_by_ids(session, owner.id, job_ids)}
     missing = next((i for i in job_ids if i not in found), None)
     if missing is not None:
-        raise NotFound(f"no job {missing[:64]!r}")
+        raise job_not_found(missing)
     return [found[i] for i in job_ids]
 
 

@@ -206,12 +206,9 @@ def _conditions(owner_id: Any, given: dict[str, Any]) -> list[ColumnElement[bool
               for name, value in given.items())]
 
 
-def _filtered(owner_id: str, filters: JobFilters) -> Select[Job]:
-    return select(Job).where(*_conditions(owner_id, _given(filters)))
-
-
-# The API's async reads (api/services/job_reads.py): Core rows of the jobs table. Statements are built once per
-# set of filters and run with parameters: building and compiling a fresh one costs more than running it.
+# Lists of jobs (list_owned) and the API's async reads (api/services/job_reads.py): Core rows of the jobs table.
+# Statements are built once per set of filters and run with parameters: building and compiling a fresh one costs
+# more than running it.
 OWNED_JOB = select(*core_table(Job).c).where(core_table(Job).c.id == bindparam("job_id"),
                                              core_table(Job).c.owner_id == bindparam("owner_id"))
 
@@ -241,17 +238,14 @@ def owned_page_query(owner_id: str, filters: JobFilters) -> tuple[Select[Any], S
 
 
 def list_owned(session: Session, owner_id: str, filters: JobFilters, *, limit: int,
-               offset: int) -> tuple[Sequence[Job], int]:
-    """A page of the owner's jobs, newest first, and how many match in all."""
-    stmt = _filtered(owner_id, filters)
-    # The total rides along on every row (a window count over the filtered set, before LIMIT): one query, not two.
-    page = session.execute(stmt.add_columns(func.count().over().label("total"))
-                           .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
-    if page:
-        return [job for job, _ in page], int(page[0][1])
-    # An empty page says nothing about how many there are before it.
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    return [], total
+               offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of the owner's jobs, newest first (rows of the table's columns by name), and how many match in all."""
+    page, count, params = owned_page_query(owner_id, filters)
+    connection = session.connection()
+    rows = [dict(row._mapping) for row in connection.execute(page, {**params, "limit": limit, "offset": offset})]
+    if rows:
+        return rows, int(rows[0]["total"])
+    return [], int(connection.execute(count, params).scalar_one())
 
 
 def metric_points(session: Session, job_id: str, *, since_step: int | None, every: int,
