@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -31,6 +31,7 @@ from core.db.hooks import run_after_commit, run_after_rollback
 from core.db.models import ApiKey
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+T = TypeVar("T")
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -67,6 +68,25 @@ async def _in_thread(end: Callable[[Session], None], session: Session) -> None:
     # limiter of its own: ending a transaction never queues behind threads that wait to begin one.
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(end, session, limiter=anyio.CapacityLimiter(1))
+
+
+async def in_transaction(runtime: Runtime, work: Callable[[Session], T]) -> T:
+    """`work` on a session of its own, then committed (and its after-commit work run) or, when it raises, rolled
+    back: get_session's discipline for an async endpoint that needs a session only on some of its paths, in one
+    worker thread. Waits its turn at the database first. A client that hangs up does not stop it halfway: the
+    thread runs to its end whatever the request does."""
+    def run() -> T:
+        session = runtime.sessions()
+        try:
+            result = work(session)
+        except BaseException:
+            _roll_back(session)
+            raise
+        _commit(session)
+        return result
+
+    async with runtime.database_turn():
+        return await anyio.to_thread.run_sync(run)
 
 
 _ENDED = "narrownet.request_ended"

@@ -45,6 +45,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     read_engine: AsyncEngine | None  # PostgreSQL: the hottest reads, on the event loop (api/services/job_reads.py)
+    write_engine: AsyncEngine | None  # PostgreSQL: plain submissions, on the event loop (api/services/job_writes.py)
     celery: Celery
     artifacts: ArtifactStore
     limiter: Limiter
@@ -68,6 +69,10 @@ class Runtime:
         read_engine = make_read_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                                        pool_size=settings.api_db_concurrency,
                                        ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
+        write_engine = make_read_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
+                                        pool_size=settings.api_db_concurrency,
+                                        ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS, read_only=False,
+                                        lock_timeout_seconds=busy_timeout)
 
         def secret() -> str:
             if settings.session_secret is not None:
@@ -79,6 +84,7 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             read_engine=read_engine,
+            write_engine=write_engine,
             celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
             artifacts=store_for(settings),
             limiter=make_limiter(settings),
@@ -153,8 +159,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         """What close() cannot: the clients bound to the event loop."""
-        if self.read_engine is not None:
-            await self.read_engine.dispose()
+        for engine in (self.read_engine, self.write_engine):
+            if engine is not None:
+                await engine.dispose()
         await self.limiter.aclose()
         if self.revocations is not None:
             await self.revocations.aclose()

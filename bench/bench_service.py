@@ -6,6 +6,9 @@ uvicorn API process and (for the queue-delay phase only) one idle Celery worker.
     .venv/bin/python bench/bench_service.py [--clients 50] [--duration 15] [--delay-jobs 7]
 
 With --profile DIR, py-spy samples the API during each load phase; bench/profile_report.py reads the files.
+With --floor, the API is bench/floor_app.py (the service's app plus two /floor routes that validate, check the key
+and answer as a submission and a list page do, with no database and no broker) and two more phases measure them:
+the most any implementation of those requests could reach in this process model, next to /healthz.
 
 Phases (same server, same run):
   1. healthz: every client loops GET /healthz for --duration seconds.
@@ -134,8 +137,8 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
     return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own)
 
 
-async def run_load(url: str, keys: list[str], duration: float,
-                   profiler: Profiler = NO_PROFILE) -> list[LoadResult]:
+async def run_load(url: str, keys: list[str], duration: float, profiler: Profiler = NO_PROFILE,
+                   floor: bool = False) -> list[LoadResult]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
                                  timeout=30) for k in keys]
@@ -150,9 +153,15 @@ async def run_load(url: str, keys: list[str], duration: float,
                              200, profiler)
         get_list = await load("GET /v1/jobs", clients, duration, lambda c: c.get("/v1/jobs", params={"limit": 20}),
                               200, profiler)
+        floors = [
+            await load("POST /floor/jobs", clients, duration, lambda c: c.post("/floor/jobs", json=TINY_SPEC), 201,
+                       profiler),
+            await load("GET /floor/jobs", clients, duration, lambda c: c.get("/floor/jobs", params={"limit": 20}),
+                       200, profiler),
+        ] if floor else []
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return [health, submit, get_one, get_list]
+    return [health, submit, get_one, get_list, *floors]
 
 
 def parse_time(value: str) -> datetime:
@@ -211,6 +220,8 @@ def main() -> None:
     parser.add_argument("--delay-jobs", type=int, default=7)
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the API with py-spy during each phase: DIR/<phase>.txt, collapsed stacks")
+    parser.add_argument("--floor", action="store_true",
+                        help="serve bench/floor_app.py and also measure its /floor routes (no database, no broker)")
     args = parser.parse_args()
     if args.profile is not None and not PY_SPY.exists():
         parser.error(f"--profile needs py-spy beside this Python ({PY_SPY}); `make setup` installs it")
@@ -239,14 +250,15 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "narrownet", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
         keys = create_keys(env, args.clients)
-        api = start_process([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+        factory = "bench.floor_app:create_app" if args.floor else "api.app:create_app"
+        api = start_process([sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
                      "--port", str(port), "--log-level", "warning", "--no-access-log"], env, home / "api.log")
         processes.append(api)
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        health, submit, get_one, get_list = asyncio.run(run_load(
-            url, keys, args.duration, Profiler(api.pid, args.profile)))
+        results = asyncio.run(run_load(url, keys, args.duration, Profiler(api.pid, args.profile), args.floor))
+        health, submit, get_one, get_list = results[:4]
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
         worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
                         "--queues", "cpu", "--concurrency", "1", "--loglevel", "WARNING"], env,
@@ -266,7 +278,7 @@ def main() -> None:
     print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz "
           "| CPU ms/req: API | client | errors |")
     print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|----------------:|-------:|--------|")
-    for r in (health, submit, get_one, get_list):
+    for r in results:
         print(f"| {r.name:<17} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
               f"{r.rate / health.rate:>9.2f} | {r.cpu_ms_per_request:>15.2f} | "
               f"{1000 * r.client_cpu_s / max(1, r.ok):>6.2f} | {r.errors or '-'} |")
@@ -275,6 +287,12 @@ def main() -> None:
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")
     print(f"GET /v1/jobs/{{id}} / healthz: {get_one.rate / health.rate:.3f}, GET /v1/jobs / healthz: "
           f"{get_list.rate / health.rate:.3f} (goal >= 0.7 each)")
+    if args.floor:
+        floor_submit, floor_list = results[4:]
+        print(f"floors (bench/floor_app.py: no database, no broker) / healthz: "
+              f"POST {floor_submit.rate / health.rate:.3f}, list of 20 {floor_list.rate / health.rate:.3f}; "
+              f"the real requests reach "
+              f"{submit.rate / floor_submit.rate:.2f} and {get_list.rate / floor_list.rate:.2f} of their floors")
     print(f"queue delay, idle worker, median of {len(observed)} jobs: 201 -> running observed "
           f"{statistics.median(observed):.0f} ms (min {min(observed):.0f}, max {max(observed):.0f}); "
           f"server started_at - created_at {statistics.median(server):.0f} ms")

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep
+from api.deps import CommittingRoute, CurrentKey, RuntimeDep, SessionDep, in_transaction
 from api.routes import V1
 from api.schemas import JobOut, JobPage, MetricPointOut, MetricSeries, PlanOut, error_responses
-from api.services import checkpoints, job_reads, jobs, plan
+from api.services import checkpoints, job_reads, job_writes, jobs, plan
 from core.db.models import JobStatus, utcnow
 from core.repositories.jobs import JobFilters
 from trainer.spec import JobSpec
@@ -52,16 +52,21 @@ DryRun = Annotated[bool, Query(description="answer with the plan (as POST /v1/pl
                               "description": "replay of an Idempotency-Key submission, a reused job (Reused: true), "
                                              "or with dry_run=true the plan"},
                         **error_responses(401, 409, 413, 422, 429)})
-def submit_job(spec: SpecBody, session: SessionDep, key: CurrentKey, runtime: RuntimeDep, response: Response,
-               idempotency_key: IdempotencyKey = None, reuse: ReuseHeader = None,
-               dry_run: DryRun = False) -> JobOut | JSONResponse:
+async def submit_job(spec: SpecBody, key: CurrentKey, runtime: RuntimeDep, response: Response,
+                     idempotency_key: IdempotencyKey = None, reuse: ReuseHeader = None,
+                     dry_run: DryRun = False) -> JobOut | JSONResponse:
     """Submit a training job (the trainer's job spec); it is queued once this request commits."""
     if dry_run:
-        answer = plan.plan(session, key, spec, runtime.settings, runtime.artifacts)
+        answer = await in_transaction(runtime, lambda s: plan.plan(s, key, spec, runtime.settings, runtime.artifacts))
         return JSONResponse(answer.model_dump(mode="json"))
-    submission = jobs.submit_job(session, key, spec, idempotency_key=idempotency_key,
-                                 settings=runtime.settings, enqueue=runtime.enqueue,
-                                 reuse_from=runtime.artifacts if reuse == "succeeded" else None)
+    if reuse is None and job_writes.is_plain(runtime, spec):
+        row = await job_writes.submit_plain(runtime, key, spec, idempotency_key)
+        if row is not None:
+            response.headers["Location"] = f"/v1/jobs/{row['id']}"
+            return JobOut.from_row(row, utcnow())
+    submission = await in_transaction(runtime, lambda s: jobs.submit_job(
+        s, key, spec, idempotency_key=idempotency_key, settings=runtime.settings, enqueue=runtime.enqueue,
+        reuse_from=runtime.artifacts if reuse == "succeeded" else None))
     response.headers["Location"] = f"/v1/jobs/{submission.job.id}"
     if submission.reused:
         response.status_code = 200

@@ -105,16 +105,23 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
     return submission
 
 
-def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None,
-            hashed: str | None) -> Submission:
+def new_job_values(owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None,
+                   hashed: str | None) -> dict[str, Any]:
+    """A submitted job's row: core.repositories.jobs.SUBMITTED_COLUMNS."""
     now = utcnow()
-    values: dict[str, Any] = {
+    return {
         "id": new_id(), "owner_id": owner.id, "name": spec.name, "regime": spec.regime,
         "spec": spec.model_dump(mode="json"), "queue": queue_for(spec), "status": JobStatus.QUEUED,
         "idempotency_key": idempotency_key, "request_hash": digest, "spec_hash": hashed,
         # Known up front for iteration budgets; for epochs the worker fills it in once the data is loaded.
-        "total_steps": spec.optim.iterations, "created_at": now, "updated_at": now,
+        "total_steps": spec.optim.iterations, "attempt": 0, "step": 0, "cancel_requested": False,
+        "created_at": now, "updated_at": now,
     }
+
+
+def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None,
+            hashed: str | None) -> Submission:
+    values = new_job_values(owner, spec, digest, idempotency_key, hashed)
     if idempotency_key is None:
         return Submission(repo.add(session, values), created=True)
     if repo.insert_unless_key_taken(session, values):

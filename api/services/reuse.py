@@ -27,7 +27,12 @@ def spec_hash_of(session: Session, owner: ApiKey, spec: JobSpec, settings: Setti
     if isinstance(spec.data, DatasetRef) and spec.data.id is not None:
         dataset = datasets_repo.get_owned(session, owner.id, spec.data.id)
         sha256 = dataset.sha256 if dataset is not None else None
-    identity = data_identity(spec.data, dataset_sha256=sha256, data_dir=settings.data_dir)
+    return spec_hash_given(spec, settings, dataset_sha256=sha256)
+
+
+def spec_hash_given(spec: JobSpec, settings: Settings, *, dataset_sha256: str | None = None) -> str | None:
+    """spec_hash_of, with an uploaded dataset's recorded sha256 already looked up (when the spec names one)."""
+    identity = data_identity(spec.data, dataset_sha256=dataset_sha256, data_dir=settings.data_dir)
     return None if identity is None else spec_hash(spec, identity)
 
 

@@ -1,6 +1,7 @@
-"""A SELECT that SQLAlchemy builds and compiles once, run on the asyncio pool's psycopg connection directly.
+"""Statements that SQLAlchemy builds and compiles once, run on the asyncio pool's psycopg connection directly.
 
-For the API's status polls (api/services/job_reads.py), the one request users send most. Executing through an
+For the API's status polls (api/services/job_reads.py), the one request users send most, and its plain submissions
+(api/services/job_writes.py). Executing through an
 AsyncConnection costs about 180 us of Python per read in the execution context, result processing and the greenlet
 hop (bench/RESULTS.md); the database's own work is a fraction of that. Everything else stays SQLAlchemy's:
 the statement and its SQL, the pool (checkout, the idle ping, return), and the errors, which reach the caller as
@@ -12,12 +13,14 @@ where a column type of SQLAlchemy's own would convert them (an Enum column gives
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from sqlalchemy import Dialect, Select
+from sqlalchemy import Dialect, Executable, Select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,13 +28,50 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
     """The statement's rows as dicts keyed by column label."""
     sql = compiled_sql(statement, engine.dialect)
+    async with driver_connection(engine, sql, params) as driver, driver.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(sql, params)
+        return await cursor.fetchall()
+
+
+async def fetch_dicts_in_transaction(engine: AsyncEngine,
+                                     steps: Sequence[tuple[Executable, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Statements run in order in one transaction, then its commit; the last one's rows as dicts. For an engine in
+    autocommit. One round trip: BEGIN, the statements and COMMIT go as one query string with the parameters bound
+    by psycopg on this side (its client-side binding quotes each value), and the server still runs each statement
+    after the one before (a lock the first takes holds for the rest). Measured against psycopg's pipeline mode,
+    the same work costs less than half the Python (bench/RESULTS.md). An error rolls all of it back; the
+    parameters of all the statements share one namespace."""
+    sqls = [compiled_sql(statement, engine.dialect) for statement, _ in steps]
+    params: dict[str, Any] = {}
+    for _, given in steps:
+        clash = next((name for name in given if name in params and params[name] != given[name]), None)
+        if clash is not None:
+            raise ValueError(f"parameter {clash!r} has two values in one transaction")
+        params.update(given)
+    query = ";".join(["BEGIN", *sqls, "COMMIT"])
+    async with driver_connection(engine, query, params) as driver:
+        cursor = psycopg.AsyncClientCursor(driver, row_factory=dict_row)
+        try:
+            await cursor.execute(query, params)
+        except psycopg.Error:
+            if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                await driver.rollback()  # a failed statement left the transaction open and aborted
+            raise
+        for _ in sqls:  # past BEGIN and every statement but the last
+            cursor.nextset()
+        return await cursor.fetchall()
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine, sql: str,
+                            params: dict[str, Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection's psycopg connection; a driver error inside comes out as SQLAlchemy's DBAPIError (for
+    `sql` and `params`), and a connection it broke is invalidated, not handed to the next request."""
     async with engine.connect() as connection:
         pooled = await connection.get_raw_connection()
         driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]  # typed as the generic DBAPI connection
         try:
-            async with driver.cursor(row_factory=dict_row) as cursor:
-                await cursor.execute(sql, params)
-                return await cursor.fetchall()
+            yield driver
         except psycopg.Error as exc:
             broken = driver.broken or driver.closed
             if broken:
@@ -40,9 +80,9 @@ async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[
 
 
 @lru_cache(maxsize=256)
-def compiled_sql(statement: Select[Any], dialect: Dialect) -> str:
+def compiled_sql(statement: Executable, dialect: Dialect) -> str:
     """The statement's SQL with named placeholders, for statements built once (the cache holds them)."""
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]  # every statement we pass compiles
     if compiled.positional or compiled.literal_execute_params or compiled.post_compile_params:
         raise ValueError("only statements with plain named parameters run on the driver")
     return str(compiled)

@@ -68,21 +68,27 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
 
 
 def make_read_engine(url: str, *, busy_timeout: float, pool_size: int,
-                     ping_after_idle_seconds: float = 0.0) -> AsyncEngine | None:
+                     ping_after_idle_seconds: float = 0.0, read_only: bool = True,
+                     lock_timeout_seconds: float | None = None) -> AsyncEngine | None:
     """PostgreSQL: an asyncio engine for the API's hottest reads (a job, a page of jobs), which then cost no trip
     to a worker thread. Each statement commits on its own (no BEGIN and COMMIT round trips around one SELECT), and
     the server refuses any write on these connections (default_transaction_read_only). None for SQLite, whose
     reads stay on the threaded engine.
+
+    read_only=False: the same engine for the API's plain submissions (api/services/job_writes.py), which open their
+    own transactions; `lock_timeout_seconds` bounds their lock waits as make_engine's does.
     """
     url = sqlalchemy_url(url)
     if not url.startswith("postgresql"):
         return None
     # JSON columns decoded by pydantic-core: half the time of json.loads on the bytes psycopg hands over, which
     # counts when a page of 20 jobs holds 40 JSON values.
+    options = [*(["-c default_transaction_read_only=on"] if read_only else []),
+               *([f"-c lock_timeout={lock_timeout_ms(lock_timeout_seconds)}"] if lock_timeout_seconds else [])]
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=ping_after_idle_seconds <= 0,
                                  json_deserializer=pydantic_core.from_json,
                                  pool_size=pool_size, max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
-                                 connect_args={"connect_timeout": 5, "options": "-c default_transaction_read_only=on"})
+                                 connect_args={"connect_timeout": 5, "options": " ".join(options)})
     if ping_after_idle_seconds > 0:
         _ping_after_idle(engine.sync_engine, ping_after_idle_seconds)
     return engine

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Insert, Select, and_, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from core.db.models import ApiKey, Checkpoint, Job, JobStatus, MetricPoint, utcnow
@@ -123,6 +124,31 @@ _QUEUED_JOBS = (select(func.count()).select_from(core_table(Job))
                        core_table(Job).c.status == JobStatus.QUEUED, core_table(Job).c.sweep_id.is_(None)))
 _LOCK_OWNER = (select(core_table(ApiKey).c.id).where(core_table(ApiKey).c.id == bindparam("owner_id"))
                .with_for_update(key_share=True))
+LOCK_OWNER = _LOCK_OWNER  # run on the driver by the API's plain submissions (api/services/job_writes.py)
+
+# What a plain submission writes; the rest of a new job's columns start NULL.
+SUBMITTED_COLUMNS = ("id", "owner_id", "name", "regime", "spec", "queue", "status", "idempotency_key", "request_hash",
+                     "spec_hash", "total_steps", "attempt", "step", "cancel_requested", "created_at", "updated_at")
+
+
+@lru_cache(maxsize=2)
+def insert_within_cap(with_key: bool) -> Insert:
+    """PostgreSQL: INSERT one job (SUBMITTED_COLUMNS as parameters) only while its owner has fewer than :cap queued
+    jobs that are not sweep configs (:queued is the queued status's value), RETURNING the whole row; with_key, a
+    job whose owner already used its idempotency_key inserts nothing either. Run it after LOCK_OWNER in the same
+    transaction: the count then sees every insert of the owner that committed before, as count_queued_locked's."""
+    jobs = core_table(Job)
+    owner = bindparam("owner_id", type_=jobs.c.owner_id.type)
+    queued = (select(func.count()).select_from(jobs)
+              .where(jobs.c.owner_id == owner, jobs.c.status == bindparam("queued", type_=jobs.c.status.type),
+                     jobs.c.sweep_id.is_(None))
+              .scalar_subquery())
+    row = select(*(owner if name == "owner_id" else bindparam(name, type_=jobs.c[name].type)
+                   for name in SUBMITTED_COLUMNS)).where(queued < bindparam("cap"))
+    statement = postgresql.insert(jobs).from_select(SUBMITTED_COLUMNS, row, include_defaults=False)
+    if with_key:
+        statement = statement.on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
+    return statement.returning(*jobs.c)
 
 
 def count_queued(session: Session, owner_id: str) -> int:

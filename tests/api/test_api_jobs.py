@@ -36,6 +36,26 @@ class TestSubmit:
         messages = api.drain_queue("cpu")
         assert [(m.headers["task"], m.payload[0]) for m in messages] == [("narrownet.run_job", [job["id"]])]
 
+    async def test_a_plain_submission_stores_and_answers_what_the_jobs_service_does(self, api: Api) -> None:
+        # On PostgreSQL a plain POST runs on the driver (api/services/job_writes.py); `Reuse: succeeded` with
+        # nothing to reuse takes the jobs service's path. Both must leave the same row, answer and message.
+        user = api.new_user()
+        plain = await api.client.post("/v1/jobs", json=SPEC, headers=user)
+        service = await api.client.post("/v1/jobs", json=SPEC, headers={**user, "Reuse": "succeeded"})
+        assert plain.status_code == service.status_code == 201
+        assert plain.headers["location"] == f"/v1/jobs/{plain.json()['id']}"
+        own = {"id", "created_at", "updated_at"}
+        assert {k: v for k, v in plain.json().items() if k not in own} == \
+               {k: v for k, v in service.json().items() if k not in own}
+        with api.session() as s:
+            rows = [s.get_one(Job, r.json()["id"]) for r in (plain, service)]
+            columns = [{c.key: getattr(row, c.key) for c in Job.__table__.columns if c.key not in own} for row in rows]
+        assert columns[0] == columns[1]
+        assert columns[0]["spec_hash"] is not None and columns[0]["request_hash"] is not None
+        assert rows[0].created_at == rows[0].updated_at
+        sent = [m.payload[0] for m in api.drain_queue("cpu")]
+        assert sorted(sent) == sorted([[plain.json()["id"]], [service.json()["id"]]])
+
     async def test_cuda_jobs_go_to_the_gpu_queue(self, api: Api) -> None:
         response = await api.client.post("/v1/jobs", json=spec(device="cuda"), headers=api.new_user())
         assert response.status_code == 201 and response.json()["queue"] == "gpu"

@@ -60,6 +60,18 @@ async def test_once_the_key_is_cached_a_write_takes_one_trip_and_a_status_poll_a
         assert len(thread_trips) == trips, (method, path, thread_trips)
 
 
+async def test_on_postgres_a_plain_submission_goes_to_a_thread_only_to_be_sent(
+        api: Api, thread_trips: list[str]) -> None:
+    """Its transaction runs on the event loop (api/services/job_writes.py); kombu's send blocks, so it has a thread.
+    On SQLite the whole submission is one trip (the jobs service on a session of its own)."""
+    user = api.new_user()
+    await api.client.post("/v1/jobs", json=SPEC, headers=user)  # the key is now cached
+    thread_trips.clear()
+    assert (await api.client.post("/v1/jobs", json=SPEC, headers=user)).status_code == 201
+    postgres = api.runtime.engine.dialect.name == "postgresql"
+    assert thread_trips == (["Runtime.enqueue"] if postgres else ["in_transaction.<locals>.run"])
+
+
 async def test_a_key_not_yet_cached_costs_one_more_trip_for_its_lookup(api: Api, thread_trips: list[str]) -> None:
     user = api.new_user()
     assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200

@@ -1,24 +1,28 @@
 """core.db.driver_reads: a statement compiled once and run on the asyncio pool's psycopg connection gives the rows
-SQLAlchemy would, and its failures the errors SQLAlchemy would (a dropped connection invalidated, not reused)."""
+SQLAlchemy would, and its failures the errors SQLAlchemy would (a dropped connection invalidated, not reused).
+Statements run in one transaction (the API's plain submissions) commit together or not at all, and the queued
+cap's insert stops at the cap."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, bindparam, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.driver_reads import compiled_sql, fetch_dicts
+from core.db.driver_reads import compiled_sql, fetch_dicts, fetch_dicts_in_transaction
 from core.db.migrate import upgrade
-from core.db.models import ApiKey, Job, JobStatus, utcnow
+from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from core.db.session import make_engine, make_read_engine
-from core.repositories.jobs import OWNED_JOB, JobFilters, owned_page_query
+from core.db.statements import core_table
+from core.repositories.jobs import LOCK_OWNER, OWNED_JOB, JobFilters, insert_within_cap, owned_page_query
 from tests.service_guard import temporary_postgres_database
 
 pytestmark = pytest.mark.service
@@ -124,3 +128,106 @@ def test_a_statement_with_expanding_parameters_is_refused(url: str) -> None:
             compiled_sql(select(Job.id).where(Job.id.in_(["a", "b"])), reads.dialect)
 
     run(url, read)
+
+
+# --------------------------------------------------------------------------- statements in one transaction
+def writes(url: str, work: Any) -> Any:
+    """`work(engine)` on a writable asyncio engine of one connection, as the API's plain submissions use."""
+    async def main() -> Any:
+        engine = make_read_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600, read_only=False,
+                                  lock_timeout_seconds=5)
+        assert engine is not None
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def submitted(owner: str, *, key: str | None = None, name: str = "plain", spec: Any = None) -> dict[str, Any]:
+    """insert_within_cap's parameters for one job, as api/services/job_writes.py binds them."""
+    now = utcnow()
+    return {"id": new_id(), "owner_id": owner, "name": name, "regime": "constrained",
+            "spec": json.dumps(spec if spec is not None else spec_of(0)), "queue": "cpu", "status": "queued",
+            "idempotency_key": key, "request_hash": "a" * 64, "spec_hash": None, "total_steps": 10, "attempt": 0,
+            "step": 0, "cancel_requested": False, "created_at": now, "updated_at": now, "queued": "queued", "cap": 3}
+
+
+def submit(engine: Any, values: dict[str, Any]) -> Any:
+    return fetch_dicts_in_transaction(engine, [(LOCK_OWNER, {"owner_id": values["owner_id"]}),
+                                               (insert_within_cap(values["idempotency_key"] is not None), values)])
+
+
+def test_an_insert_within_the_cap_returns_the_committed_row_and_stops_at_the_cap(url: str, engine: Engine) -> None:
+    add_jobs(engine, "owner_d", 0)
+    tries = [submitted("owner_d") for _ in range(5)]
+
+    async def work(writer: Any) -> list[Any]:
+        return [await submit(writer, values) for values in tries]
+
+    answers = writes(url, work)
+    assert [len(rows) for rows in answers] == [1, 1, 1, 0, 0]  # cap 3
+    row = answers[0][0]
+    assert row["id"] == tries[0]["id"] and row["status"] == "queued" and row["spec"] == spec_of(0)
+    assert row == through_sqlalchemy(engine, select(*core_table(Job).c).where(Job.id == row["id"]), {})[0]
+    # Sweep configs and jobs past queued do not count against it.
+    with Session(engine) as session:
+        session.execute(update(Job).where(Job.id == tries[0]["id"]).values(status=JobStatus.RUNNING))
+        session.commit()
+    assert len(writes(url, lambda writer: submit(writer, submitted("owner_d")))) == 1
+
+
+def test_a_used_idempotency_key_inserts_nothing_and_the_first_row_stays(url: str, engine: Engine) -> None:
+    add_jobs(engine, "owner_e", 0)
+    first, again = submitted("owner_e", key="k-1"), submitted("owner_e", key="k-1", name="second")
+
+    async def work(writer: Any) -> tuple[Any, Any]:
+        return await submit(writer, first), await submit(writer, again)
+
+    one, two = writes(url, work)
+    assert [r["id"] for r in one] == [first["id"]] and two == []
+    names = through_sqlalchemy(engine, select(Job.name).where(Job.owner_id == "owner_e"), {})
+    assert names == [{"name": "plain"}]
+
+
+def test_values_are_bound_as_values_whatever_they_hold(url: str, engine: Engine) -> None:
+    """Client-side binding quotes each value: quotes, semicolons, backslashes and percent signs arrive as text."""
+    add_jobs(engine, "owner_f", 0)
+    hostile = {"s": "x'); DELETE FROM jobs; --", "b": "\\'\\\\", "p": "%s %(id)s %%", "u": "é\u2028😀"}
+    values = submitted("owner_f", name="o'brien;--", spec=hostile)
+    rows = writes(url, lambda writer: submit(writer, values))
+    assert rows[0]["spec"] == hostile and rows[0]["name"] == "o'brien;--"
+    assert through_sqlalchemy(engine, select(Job.spec).where(Job.id == values["id"]), {}) == [{"spec": hostile}]
+    assert len(through_sqlalchemy(engine, select(Job.id), {})) > 1  # nothing was deleted
+
+
+def test_a_failing_statement_rolls_back_the_ones_before_it_and_the_connection_serves_the_next(
+        url: str, engine: Engine) -> None:
+    add_jobs(engine, "owner_g", 0)
+    taken = submitted("owner_g")
+    writes(url, lambda writer: submit(writer, taken))
+    fresh, clash = submitted("owner_g"), {**submitted("owner_g"), "id": taken["id"]}
+    reinsert = insert_within_cap(False)
+
+    async def work(writer: Any) -> Any:
+        rename = (update(core_table(Job)).where(core_table(Job).c.id == bindparam("renamed"))
+                  .values(name=bindparam("new_name")))
+        steps = [(LOCK_OWNER, {"owner_id": "owner_g"}), (rename, {"renamed": taken["id"], "new_name": "renamed"}),
+                 (reinsert, {k: v for k, v in clash.items() if k != "owner_id"})]  # a duplicate id: fails
+        with pytest.raises(IntegrityError):
+            await fetch_dicts_in_transaction(writer, steps)
+        return await submit(writer, fresh)  # the same single connection, usable again
+
+    after = writes(url, work)
+    assert [r["id"] for r in after] == [fresh["id"]]
+    name = through_sqlalchemy(engine, select(Job.name).where(Job.id == taken["id"]), {})
+    assert name == [{"name": "plain"}]  # the rename before the failure was rolled back
+
+
+def test_two_values_for_one_parameter_are_refused(url: str) -> None:
+    async def work(writer: Any) -> None:
+        with pytest.raises(ValueError, match="'owner_id' has two values"):
+            await fetch_dicts_in_transaction(writer, [(LOCK_OWNER, {"owner_id": "a"}), (LOCK_OWNER, {"owner_id": "b"})])
+
+    writes(url, work)
