@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.errors import DatabaseBusy
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, RedisRateLimiter, make_limiter
+from api.sender import Sender
 from api.services.job_events import JobEventHub
 from api.services.key_revocations import RedisMark, RevocationMark, revocation_mark
 from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine, make_read_engine
-from core.queue import enqueue_job, enqueue_pack, make_celery
+from core.queue import enqueue_job, enqueue_jobs, enqueue_pack, make_celery
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Runtime:
     turns: anyio.Semaphore
     cookies: SessionCookies
     events: JobEventHub
+    sender: Sender  # new jobs to the broker, from the event loop (api/sender.py)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     @classmethod
@@ -79,13 +81,15 @@ class Runtime:
                 return settings.session_secret.get_secret_value()
             return load_or_create_secret(settings.session_secret_file)
 
+        celery = make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout)
+        metrics = ApiMetrics()
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             read_engine=read_engine,
             write_engine=write_engine,
-            celery=make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout),
+            celery=celery,
             artifacts=store_for(settings),
             limiter=make_limiter(settings),
             key_cache=KeyCache(settings.api_key_cache_seconds),
@@ -94,6 +98,9 @@ class Runtime:
             cookies=SessionCookies(secret, settings.session_max_age_seconds),
             events=JobEventHub(sessions, poll_seconds=settings.events_poll_seconds,
                                heartbeat_seconds=settings.events_heartbeat_seconds),
+            sender=Sender(lambda jobs: enqueue_jobs(celery, jobs),
+                          on_failure=lambda queue: metrics.enqueue_failures.labels(queue).inc()),
+            metrics=metrics,
         )
 
     @asynccontextmanager
@@ -134,6 +141,12 @@ class Runtime:
             self.metrics.enqueue_failures.labels(queue).inc()
             log.exception("job %s committed but not sent to queue %s", job_id, queue)
 
+    async def send(self, job_id: str, queue: str) -> None:
+        """Runtime.enqueue for the event loop: the job goes out from the sender's thread, in one round trip with
+        the others sent meanwhile (api/sender.py). Returns once it was sent or its failure counted."""
+        self.metrics.jobs_submitted.labels(queue).inc()
+        await self.sender.send(job_id, queue)
+
     def enqueue_pack(self, job_ids: Sequence[str], queue: str) -> None:
         """Count a sweep's pack and send it (one narrownet.run_pack message) once its rows have committed; a
         broker that cannot be reached leaves the jobs queued for the reconciler, as for a job."""
@@ -167,6 +180,7 @@ class Runtime:
             await self.revocations.aclose()
 
     def close(self) -> None:
+        self.sender.close()
         self.engine.dispose()
         self.celery.close()
         self.limiter.close()

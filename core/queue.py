@@ -81,6 +81,18 @@ def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
     broker_wake.wake(str(app.conf.broker_url))
 
 
+def enqueue_jobs(app: Celery, jobs: Sequence[tuple[str, str]]) -> None:
+    """Send narrownet.run_job for each (job id, queue), the same messages enqueue_job sends, in one round trip where
+    the broker allows (kombu's publish batch: one Redis pipeline). An error means any of them may be unsent."""
+    for _, queue in jobs:
+        if queue not in QUEUES:
+            raise ValueError(f"queue: unknown queue {queue!r}, expected one of {QUEUES}")
+    with app.producer_or_acquire() as producer, producer.batch():
+        for job_id, queue in jobs:
+            app.send_task(TASK_NAME, args=[job_id], queue=queue, producer=producer)
+    broker_wake.wake(str(app.conf.broker_url))
+
+
 def enqueue_pack(app: Celery, job_ids: Sequence[str], queue: str) -> None:
     """Send narrownet.run_pack(job_ids) to `queue`; a pack of one is sent as narrownet.run_job."""
     if queue not in QUEUES:

@@ -9,7 +9,8 @@ On PostgreSQL it is now one transaction on the runtime's asyncio write engine, s
 into one round trip: the owner's queue lock, then an INSERT ... SELECT that adds the job only while the owner has
 fewer than max_queued_jobs_per_user queued (core.repositories.jobs.insert_within_cap). The cap holds as it does
 for the jobs service: the count runs under the lock, after every insert that committed before it. Once committed,
-the job is sent to its queue in a worker thread (kombu blocks), as the service's after-commit hook sends it.
+the job is sent to its queue by the runtime's sender thread (api/sender.py), batched with the jobs that
+concurrent requests send, as the service's after-commit hook would send it.
 
 A submission this path does not take, or one that inserts nothing (the cap is full, or its Idempotency-Key was
 used before), gets None here and goes through the jobs service, which answers those cases (the 429, the replay,
@@ -55,5 +56,5 @@ async def submit_plain(runtime: Runtime, owner: ApiKey, spec: JobSpec,
     row = rows[0]
     # Committed: the job is sent even if the client has gone (the reconciler would, later).
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(runtime.enqueue, row["id"], row["queue"])
+        await runtime.send(row["id"], row["queue"])
     return row

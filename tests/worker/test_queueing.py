@@ -1,11 +1,14 @@
-"""enqueue_job against a real Redis broker: a job reaches exactly the queue it was sent to."""
+"""enqueue_job and enqueue_jobs against a real Redis broker: a job reaches exactly the queue it was sent to, and jobs
+sent together are the same messages as jobs sent one by one."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import redis
 
-from core.queue import QUEUES, enqueue_job, make_celery
+from core.queue import QUEUES, enqueue_job, enqueue_jobs, make_celery
 from tests.service_guard import REDIS_HOST, REDIS_PORT, redis_database
 
 pytestmark = pytest.mark.service
@@ -41,4 +44,25 @@ def test_an_unknown_queue_is_refused(broker):
     app, store = broker
     with pytest.raises(ValueError, match="queue: unknown queue 'tpu'"):
         enqueue_job(app, "job-1", "tpu")
+    assert sum(store.llen(q) for q in QUEUES) == 0
+
+
+def test_jobs_sent_together_are_the_messages_sent_one_by_one_on_their_own_queues(broker):
+    app, store = broker
+    enqueue_job(app, "alone", "cpu")
+    enqueue_jobs(app, [("together-1", "cpu"), ("together-2", "gpu"), ("together-3", "cpu")])
+
+    assert {q: store.llen(q) for q in QUEUES} == {"cpu": 3, "gpu": 1}
+    # kombu pushes to the left: the oldest message is the last element. Same envelope, same task headers.
+    cpu = [json.loads(raw) for raw in reversed(store.lrange("cpu", 0, -1))]
+    assert [m["headers"]["argsrepr"] for m in cpu] == ["['alone']", "['together-1']", "['together-3']"]
+    shape = {(m["content-type"], m["headers"]["task"], m["properties"]["delivery_info"]["routing_key"],
+              tuple(sorted(m["headers"]))) for m in cpu}
+    assert len(shape) == 1
+
+
+def test_a_batch_with_an_unknown_queue_sends_nothing(broker):
+    app, store = broker
+    with pytest.raises(ValueError, match="queue: unknown queue 'tpu'"):
+        enqueue_jobs(app, [("job-1", "cpu"), ("job-2", "tpu")])
     assert sum(store.llen(q) for q in QUEUES) == 0
