@@ -60,6 +60,7 @@ class LoadResult:
     latencies_ms: list[float]
     api_cpu_s: float = float("nan")  # CPU time (user + system) the API process spent in the phase
     client_cpu_s: float = float("nan")  # the same for this load generator
+    db_cpu_s: float = float("nan")  # the same for the PostgreSQL backends serving the benchmark's database
 
     @property
     def cpu_ms_per_request(self) -> float:
@@ -81,6 +82,15 @@ def empty_redis_db() -> int:
     raise SystemExit("no empty Redis database number")
 
 
+def backends_cpu_seconds(db_name: str | None) -> dict[int, float]:
+    """CPU so far of each PostgreSQL backend connected to `db_name` (the API's pooled connections)."""
+    if db_name is None:
+        return {}
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        pids = [row[0] for row in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (db_name,))]
+    return {pid: process_cpu_seconds(pid) for pid in pids}
+
+
 def process_cpu_seconds(pid: int | None) -> float:
     """user + system CPU of one process so far (Linux /proc), NaN where it cannot be read."""
     try:
@@ -94,8 +104,8 @@ class Profiler:
     """py-spy sampling the API process during each load phase (--profile DIR): one collapsed-stack file per
     phase, threads included, so the handler's worker threads show up (cProfile sees only the event loop)."""
 
-    def __init__(self, api_pid: int | None, out: Path | None) -> None:
-        self.api_pid, self.out = api_pid, out
+    def __init__(self, api_pid: int | None, out: Path | None, db_name: str | None = None) -> None:
+        self.api_pid, self.out, self.db_name = api_pid, out, db_name
 
     def start(self, name: str, duration: float) -> subprocess.Popen[bytes] | None:
         if self.api_pid is None or self.out is None:
@@ -128,13 +138,15 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
                 errors[response.status_code] = errors.get(response.status_code, 0) + 1
 
     sampling = profiler.start(name, duration)
+    db0 = backends_cpu_seconds(profiler.db_name)
     cpu0, own0, t0 = process_cpu_seconds(profiler.api_pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(one_client(c) for c in clients))
     seconds, cpu = time.perf_counter() - t0, process_cpu_seconds(profiler.api_pid) - cpu0
     own = time.process_time() - own0
+    db = sum(now - db0.get(pid, 0.0) for pid, now in backends_cpu_seconds(profiler.db_name).items())
     if sampling is not None:
         sampling.wait()
-    return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own)
+    return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own, db)
 
 
 async def run_load(url: str, keys: list[str], duration: float, profiler: Profiler = NO_PROFILE,
@@ -257,7 +269,8 @@ def main() -> None:
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        results = asyncio.run(run_load(url, keys, args.duration, Profiler(api.pid, args.profile), args.floor))
+        results = asyncio.run(run_load(url, keys, args.duration, Profiler(api.pid, args.profile, db_name),
+                                       args.floor))
         health, submit, get_one, get_list = results[:4]
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
         worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
@@ -276,12 +289,14 @@ def main() -> None:
           f"one uvicorn process, PostgreSQL + Redis on loopback, {os.cpu_count()} CPUs (load generator on the "
           f"same machine)\n")
     print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz "
-          "| CPU ms/req: API | client | errors |")
-    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|----------------:|-------:|--------|")
+          "| CPU ms/req: API | PostgreSQL | client | errors |")
+    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|----------------:|-----------:|"
+          "-------:|--------|")
     for r in results:
         print(f"| {r.name:<17} | {r.ok:>7} | {r.rate:>8.1f} | {r.pct(0.5):>7.1f} | {r.pct(0.99):>7.1f} | "
               f"{r.rate / health.rate:>9.2f} | {r.cpu_ms_per_request:>15.2f} | "
-              f"{1000 * r.client_cpu_s / max(1, r.ok):>6.2f} | {r.errors or '-'} |")
+              f"{1000 * r.db_cpu_s / max(1, r.ok):>10.2f} | {1000 * r.client_cpu_s / max(1, r.ok):>6.2f} | "
+              f"{r.errors or '-'} |")
     print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f} (goal >= 0.5)   "
           f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 
 from core.db.driver_reads import compiled_sql
@@ -82,8 +83,23 @@ async def measure(dsn: str, transactions: int) -> dict[str, tuple[float, float]]
         cursor.nextset()
         return await cursor.fetchall()
 
+    numbered = asyncpg_dialect.dialect()  # $n placeholders, each parameter once, as PREPARE wants them
+    lock_prepared, insert_prepared = LOCK_OWNER.compile(dialect=numbered), insert_within_cap(False).compile(
+        dialect=numbered)
+    await conn.execute(f"PREPARE bench_lock AS {lock_prepared}")
+    await conn.execute(f"PREPARE bench_insert AS {insert_prepared}")
+    execute = (f"BEGIN;EXECUTE bench_lock(%(owner_id)s);"
+               f"EXECUTE bench_insert({', '.join(f'%({n})s' for n in insert_prepared.positiontup or ())});COMMIT")
+
+    async def prepared(owner: str) -> list[dict[str, Any]]:
+        cursor = psycopg.AsyncClientCursor(conn, row_factory=dict_row)
+        await cursor.execute(execute, params(owner))
+        cursor.nextset()
+        cursor.nextset()
+        return await cursor.fetchall()
+
     ways: dict[str, Callable[[str], Awaitable[list[dict[str, Any]]]]] = {
-        "pipeline": pipeline, "sequential": sequential, "client-side": client_side}
+        "pipeline": pipeline, "sequential": sequential, "client-side": client_side, "prepared": prepared}
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     for _ in range(2):  # two rounds, alternating, each way on an owner (and a count) of its own
         for name, way in ways.items():

@@ -13,8 +13,10 @@ where a column type of SQLAlchemy's own would convert them (an Enum column gives
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
     """The statement's rows as dicts keyed by column label."""
     sql = compiled_sql(statement, engine.dialect)
-    async with driver_connection(engine, sql, params) as driver, driver.cursor(row_factory=dict_row) as cursor:
+    async with driver_connection(engine, sql, params) as (driver, _), driver.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(sql, params)
         return await cursor.fetchall()
 
@@ -36,42 +38,93 @@ async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[
 async def fetch_dicts_in_transaction(engine: AsyncEngine,
                                      steps: Sequence[tuple[Executable, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Statements run in order in one transaction, then its commit; the last one's rows as dicts. For an engine in
-    autocommit. One round trip: BEGIN, the statements and COMMIT go as one query string with the parameters bound
-    by psycopg on this side (its client-side binding quotes each value), and the server still runs each statement
-    after the one before (a lock the first takes holds for the rest). Measured against psycopg's pipeline mode,
-    the same work costs less than half the Python (bench/RESULTS.md). An error rolls all of it back; the
-    parameters of all the statements share one namespace."""
-    sqls = [compiled_sql(statement, engine.dialect) for statement, _ in steps]
+    autocommit. An error rolls all of it back; the parameters of all the statements share one namespace.
+
+    One round trip, and little Python: each statement is a server-side prepared statement of the connection
+    (PREPARE, once per connection; planned once, not for every run), and BEGIN, an EXECUTE of each and COMMIT go as
+    one query string, the values bound by psycopg on this side (its client-side binding quotes each as a literal).
+    The server still runs each statement after the one before: a lock the first takes holds for the rest.
+    bench/bench_submit_tx.py measures it against psycopg's pipeline mode and against unprepared statements."""
+    plans = [prepared(statement, engine.dialect) for statement, _ in steps]
     params: dict[str, Any] = {}
     for _, given in steps:
         clash = next((name for name in given if name in params and params[name] != given[name]), None)
         if clash is not None:
             raise ValueError(f"parameter {clash!r} has two values in one transaction")
         params.update(given)
-    query = ";".join(["BEGIN", *sqls, "COMMIT"])
-    async with driver_connection(engine, query, params) as driver:
-        cursor = psycopg.AsyncClientCursor(driver, row_factory=dict_row)
+    query = ";".join(["BEGIN", *(plan.execute for plan in plans), "COMMIT"])
+    async with driver_connection(engine, query, params) as (driver, info):
+        ready: set[str] = info.setdefault(_PREPARED, set())
+        for last_try in (False, True):
+            for plan in plans:
+                if plan.name not in ready:
+                    await driver.execute(plan.prepare)
+                    ready.add(plan.name)
+            cursor = psycopg.AsyncClientCursor(driver, row_factory=dict_row)
+            try:
+                await cursor.execute(query, params)
+            except psycopg.Error as exc:
+                if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    await driver.rollback()  # a failed statement left the transaction open and aborted
+                # Gone (DISCARD ALL, a pooler) or stale (a migration changed what it returns): prepared again once.
+                if last_try or not isinstance(exc, psycopg.errors.InvalidSqlStatementName | _STALE_PLAN):
+                    raise
+                await _forget(driver, ready, plans)
+                continue
+            for _ in plans:  # past BEGIN and every statement but the last
+                cursor.nextset()
+            return await cursor.fetchall()
+        raise AssertionError("unreachable")
+
+
+_STALE_PLAN = psycopg.errors.FeatureNotSupported  # "cached plan must not change result type"
+
+
+async def _forget(driver: psycopg.AsyncConnection[Any], ready: set[str], plans: Sequence[Prepared]) -> None:
+    for plan in plans:
+        ready.discard(plan.name)
         try:
-            await cursor.execute(query, params)
-        except psycopg.Error:
-            if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                await driver.rollback()  # a failed statement left the transaction open and aborted
-            raise
-        for _ in sqls:  # past BEGIN and every statement but the last
-            cursor.nextset()
-        return await cursor.fetchall()
+            await driver.execute(f"DEALLOCATE {plan.name}")
+        except psycopg.errors.InvalidSqlStatementName:
+            pass
+
+
+_PREPARED = "narrownet.prepared"  # the names prepared on a pooled connection, in its info (gone with it)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    name: str
+    prepare: str  # PREPARE name AS <the statement with $n placeholders>
+    execute: str  # EXECUTE name(%(a)s, %(b)s, ...), for client-side binding
+
+
+@lru_cache(maxsize=64)
+def prepared(statement: Executable, dialect: Dialect) -> Prepared:
+    """A statement built once, as a server-side prepared statement: named after its SQL (the same SQL, the same
+    name on every connection), its parameters in the order of their $n."""
+    numbered = type(dialect)(paramstyle="numeric_dollar")  # type: ignore[call-arg]  # DefaultDialect takes it
+    compiled = statement.compile(dialect=numbered)  # type: ignore[attr-defined]  # every statement we pass compiles
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        raise ValueError("only statements with plain named parameters run on the driver")
+    sql = str(compiled)
+    name = "narrownet_" + hashlib.sha256(sql.encode()).hexdigest()[:24]
+    arguments = ", ".join(f"%({key})s" for key in compiled.positiontup or ())
+    execute = f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"
+    return Prepared(name, f"PREPARE {name} AS {sql}", execute)
 
 
 @asynccontextmanager
-async def driver_connection(engine: AsyncEngine, sql: str,
-                            params: dict[str, Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection's psycopg connection; a driver error inside comes out as SQLAlchemy's DBAPIError (for
-    `sql` and `params`), and a connection it broke is invalidated, not handed to the next request."""
+async def driver_connection(engine: AsyncEngine, sql: str, params: dict[str, Any],
+                            ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], dict[str, Any]]]:
+    """A pooled connection's psycopg connection, and the pool's info for it (kept while that connection lives); a
+    driver error inside comes out as SQLAlchemy's DBAPIError (for `sql` and `params`), and a connection it broke is
+    invalidated, not handed to the next request."""
     async with engine.connect() as connection:
         pooled = await connection.get_raw_connection()
         driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]  # typed as the generic DBAPI connection
         try:
-            yield driver
+            yield driver, pooled.info
         except psycopg.Error as exc:
             broken = driver.broken or driver.closed
             if broken:

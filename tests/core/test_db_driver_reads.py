@@ -231,3 +231,29 @@ def test_two_values_for_one_parameter_are_refused(url: str) -> None:
             await fetch_dicts_in_transaction(writer, [(LOCK_OWNER, {"owner_id": "a"}), (LOCK_OWNER, {"owner_id": "b"})])
 
     writes(url, work)
+
+
+async def prepared_names(writer: Any) -> list[str]:
+    async with writer.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        cursor = await driver.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'narrownet_%'")
+        return sorted(row[0] for row in await cursor.fetchall())
+
+
+def test_each_statement_is_prepared_once_per_connection_and_again_when_the_connection_lost_it(
+        url: str, engine: Engine) -> None:
+    add_jobs(engine, "owner_h", 0)
+
+    async def work(writer: Any) -> tuple[Any, ...]:
+        for _ in range(3):
+            assert len(await submit(writer, {**submitted("owner_h"), "cap": 100})) == 1
+        before = await prepared_names(writer)
+        async with writer.connect() as connection:  # the pool's one connection, as a pooler's reset leaves it
+            await (await connection.get_raw_connection()).driver_connection.execute("DEALLOCATE ALL")
+        again = await submit(writer, {**submitted("owner_h"), "cap": 100})
+        return before, again, await prepared_names(writer)
+
+    before, again, after = writes(url, work)
+    assert len(before) == 2 and after == before  # the lock and the insert, made again under the same names
+    assert len(again) == 1
+    assert len(through_sqlalchemy(engine, select(Job.id).where(Job.owner_id == "owner_h"), {})) == 4
