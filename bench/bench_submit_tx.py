@@ -1,4 +1,4 @@
-"""A plain submission's transaction three ways on the driver: CPU per transaction, in this process and in the
+"""A plain submission's transaction four ways on the driver: CPU per transaction, in this process and in the
 PostgreSQL backend that serves it, as a ratio to psycopg's pipeline mode in the same run.
 
 The transaction is what api/services/job_writes.py runs: the owner's queue lock (LOCK_OWNER), then the capped
@@ -8,6 +8,7 @@ INSERT ... SELECT ... RETURNING (insert_within_cap), then COMMIT.
                  protocol; psycopg prepares a statement after 5 uses)
     sequential   the same, one round trip each
     client-side  one query string "BEGIN; ...; ...; COMMIT", values bound by psycopg's client-side binding
+    prepared     the same with server-side prepared statements: "BEGIN; EXECUTE ...; EXECUTE ...; COMMIT"
                  (what core.db.driver_reads.fetch_dicts_in_transaction does)
 
 Makes a database of its own on 127.0.0.1:5432 (migrated as the service's), drops it at the end. Run:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 import redis
+from celery import Celery
 
 from api.sender import Sender
 from core.queue import enqueue_jobs, make_celery
@@ -78,16 +79,19 @@ def test_a_failed_batch_counts_each_of_its_jobs_and_answers_each_caller() -> Non
     assert sorted(failures) == ["cpu", "cpu", "gpu"]
 
 
-def test_a_cancelled_caller_still_has_its_job_sent(broker) -> None:  # type: ignore[no-untyped-def]
-    url, store = broker
-    app = make_celery(url)
-    release = threading.Event()
-
+def held_sender(app: Celery, release: threading.Event) -> Sender:
+    """A sender whose batches wait for `release` before they go out."""
     def send(jobs: Sequence[tuple[str, str]]) -> None:
         assert release.wait(10)
         enqueue_jobs(app, jobs)
 
-    sender = Sender(send, on_failure=lambda queue: pytest.fail("nothing should fail"))
+    return Sender(send, on_failure=lambda queue: pytest.fail("nothing should fail"))
+
+
+def test_a_cancelled_caller_still_has_its_job_sent(broker) -> None:  # type: ignore[no-untyped-def]
+    url, store = broker
+    app, release = make_celery(url), threading.Event()
+    sender = held_sender(app, release)
 
     async def main() -> None:
         task = asyncio.ensure_future(sender.send("job-kept", "cpu"))
@@ -108,14 +112,8 @@ def test_a_cancelled_caller_still_has_its_job_sent(broker) -> None:  # type: ign
 
 def test_close_sends_what_is_waiting_and_stops_the_thread(broker) -> None:  # type: ignore[no-untyped-def]
     url, store = broker
-    app = make_celery(url)
-    release = threading.Event()
-
-    def send(jobs: Sequence[tuple[str, str]]) -> None:
-        assert release.wait(10)
-        enqueue_jobs(app, jobs)
-
-    sender = Sender(send, on_failure=lambda queue: pytest.fail("nothing should fail"))
+    app, release = make_celery(url), threading.Event()
+    sender = held_sender(app, release)
 
     async def main() -> list[threading.Thread]:
         waiting = [asyncio.ensure_future(sender.send(f"job-{i}", "cpu")) for i in range(5)]
