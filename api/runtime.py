@@ -28,7 +28,7 @@ from api.services.key_revocations import RedisMark, RevocationMark, revocation_m
 from api.services.keys import KeyCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
-from core.db.session import make_engine, make_read_engine
+from core.db.session import make_engine, make_loop_engine
 from core.queue import enqueue_job, enqueue_jobs, enqueue_pack, make_celery
 from core.settings import Settings
 
@@ -68,10 +68,10 @@ class Runtime:
                              # No request waits longer for a row lock than for the database as a whole.
                              lock_timeout_seconds=busy_timeout)
         sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        read_engine = make_read_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
+        read_engine = make_loop_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                                        pool_size=settings.api_db_concurrency,
                                        ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
-        write_engine = make_read_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
+        write_engine = make_loop_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                                         pool_size=settings.api_db_concurrency,
                                         ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS, read_only=False,
                                         lock_timeout_seconds=busy_timeout)

@@ -8,10 +8,10 @@ COMMIT (bench/RESULTS.md: ~3 ms of the API's CPU against ~0.5 ms for the same re
 On PostgreSQL it is now one transaction on the runtime's asyncio write engine, straight on the driver, in one round
 trip of prepared statements (core.db.driver_reads.fetch_dicts_in_transaction): the owner's queue lock, then an
 INSERT ... SELECT that adds the job only while the owner has fewer than max_queued_jobs_per_user queued
-(core.repositories.jobs.insert_within_cap). The cap holds as it does
-for the jobs service: the count runs under the lock, after every insert that committed before it. Once committed,
-the job is sent to its queue by the runtime's sender thread (api/sender.py), batched with the jobs that
-concurrent requests send, as the service's after-commit hook would send it.
+(core.repositories.jobs.insert_within_cap). The cap holds as it does for the jobs service: the count runs under
+the lock, after every insert that committed before it. Once committed, the job is sent to its queue by the
+runtime's sender thread (api/sender.py), batched with the jobs that concurrent requests send, as the service's
+after-commit hook would send it.
 
 A submission this path does not take, or one that inserts nothing (the cap is full, or its Idempotency-Key was
 used before), gets None here and goes through the jobs service, which answers those cases (the 429, the replay,

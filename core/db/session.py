@@ -67,16 +67,16 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
     return engine
 
 
-def make_read_engine(url: str, *, busy_timeout: float, pool_size: int,
+def make_loop_engine(url: str, *, busy_timeout: float, pool_size: int,
                      ping_after_idle_seconds: float = 0.0, read_only: bool = True,
                      lock_timeout_seconds: float | None = None) -> AsyncEngine | None:
-    """PostgreSQL: an asyncio engine for the API's hottest reads (a job, a page of jobs), which then cost no trip
-    to a worker thread. Each statement commits on its own (no BEGIN and COMMIT round trips around one SELECT), and
-    the server refuses any write on these connections (default_transaction_read_only). None for SQLite, whose
-    reads stay on the threaded engine.
+    """PostgreSQL: an asyncio engine for the API's hottest statements, which then cost no trip to a worker thread;
+    None for SQLite, whose statements stay on the threaded engine. Autocommit: a statement commits on its own (no
+    BEGIN and COMMIT round trips around one SELECT), and a transaction is opened only where one is asked for.
 
-    read_only=False: the same engine for the API's plain submissions (api/services/job_writes.py), which open their
-    own transactions; `lock_timeout_seconds` bounds their lock waits as make_engine's does.
+    read_only (the status polls, api/services/job_reads.py): the server refuses any write on these connections
+    (default_transaction_read_only). read_only=False: the plain submissions (api/services/job_writes.py), their
+    lock waits bounded by `lock_timeout_seconds` as make_engine's are.
     """
     url = sqlalchemy_url(url)
     if not url.startswith("postgresql"):

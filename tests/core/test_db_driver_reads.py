@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from core.db.driver_reads import compiled_sql, fetch_dicts, fetch_dicts_in_transaction
 from core.db.migrate import upgrade
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
-from core.db.session import make_engine, make_read_engine
+from core.db.session import make_engine, make_loop_engine
 from core.db.statements import core_table
 from core.repositories.jobs import LOCK_OWNER, OWNED_JOB, JobFilters, insert_within_cap, owned_page_query
 from tests.service_guard import temporary_postgres_database
@@ -69,7 +69,7 @@ def through_sqlalchemy(engine: Engine, statement: Any, params: dict[str, Any]) -
 
 def run(url: str, read: Any) -> Any:
     async def main() -> Any:
-        reads = make_read_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600)
+        reads = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600)
         assert reads is not None
         try:
             return await read(reads)
@@ -134,7 +134,7 @@ def test_a_statement_with_expanding_parameters_is_refused(url: str) -> None:
 def writes(url: str, work: Any) -> Any:
     """`work(engine)` on a writable asyncio engine of one connection, as the API's plain submissions use."""
     async def main() -> Any:
-        engine = make_read_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600, read_only=False,
+        engine = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600, read_only=False,
                                   lock_timeout_seconds=5)
         assert engine is not None
         try:

@@ -96,13 +96,13 @@ def test_the_read_engine_sees_each_commit_at_once_and_the_server_refuses_its_wri
 
     from sqlalchemy.exc import DBAPIError
 
-    from core.db.session import make_read_engine
+    from core.db.session import make_loop_engine
 
-    assert make_read_engine("sqlite:///x.db", busy_timeout=1, pool_size=1) is None  # SQLite reads stay threaded
+    assert make_loop_engine("sqlite:///x.db", busy_timeout=1, pool_size=1) is None  # SQLite reads stay threaded
     plain = make_engine(url, pool_size=1)
 
     async def check() -> None:
-        reads = make_read_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=IDLE)
+        reads = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=IDLE)
         assert reads is not None
         try:
             with plain.begin() as setup:
