@@ -257,3 +257,22 @@ def test_each_statement_is_prepared_once_per_connection_and_again_when_the_conne
     assert len(before) == 2 and after == before  # the lock and the insert, made again under the same names
     assert len(again) == 1
     assert len(through_sqlalchemy(engine, select(Job.id).where(Job.owner_id == "owner_h"), {})) == 4
+
+
+def test_a_prepared_statement_whose_result_changed_under_it_is_prepared_again() -> None:
+    """A migration that changes a returned column's type makes the server refuse the old plan ("cached plan must
+    not change result type"): the transaction is rolled back, prepared again and run once more."""
+    with temporary_postgres_database("narrownet_stale_plan") as url:
+        upgrade(url)
+        engine = make_engine(url, pool_size=1)
+        add_jobs(engine, "owner_i", 0)
+        engine.dispose()
+
+        async def work(writer: Any) -> Any:
+            first = await submit(writer, {**submitted("owner_i"), "cap": 100})
+            with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+                admin.execute("ALTER TABLE jobs ALTER COLUMN name TYPE text")
+            return first, await submit(writer, {**submitted("owner_i", name="after"), "cap": 100})
+
+        first, after = writes(url, work)
+        assert len(first) == 1 and [r["name"] for r in after] == ["after"]
