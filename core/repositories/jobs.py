@@ -118,13 +118,13 @@ def get_by_idempotency_key(session: Session, owner_id: str, key: str) -> Job | N
 
 
 # Every submission runs these two (the queued cap's lock and count): built once, run on the session's connection
-# as Core statements, they skip the ORM's per-statement work and a fresh statement's cache key.
+# as Core statements, they skip the ORM's per-statement work and a fresh statement's cache key. The API's plain
+# submissions run LOCK_OWNER on the driver (api/services/job_writes.py).
 _QUEUED_JOBS = (select(func.count()).select_from(core_table(Job))
                 .where(core_table(Job).c.owner_id == bindparam("owner_id"),
                        core_table(Job).c.status == JobStatus.QUEUED, core_table(Job).c.sweep_id.is_(None)))
-_LOCK_OWNER = (select(core_table(ApiKey).c.id).where(core_table(ApiKey).c.id == bindparam("owner_id"))
-               .with_for_update(key_share=True))
-LOCK_OWNER = _LOCK_OWNER  # run on the driver by the API's plain submissions (api/services/job_writes.py)
+LOCK_OWNER = (select(core_table(ApiKey).c.id).where(core_table(ApiKey).c.id == bindparam("owner_id"))
+              .with_for_update(key_share=True))
 
 # What a plain submission writes; the rest of a new job's columns start NULL.
 SUBMITTED_COLUMNS = ("id", "owner_id", "name", "regime", "spec", "queue", "status", "idempotency_key", "request_hash",
@@ -178,7 +178,7 @@ def lock_owner_queue(session: Session, owner_id: str, *, wait_seconds: float) ->
         wanted = lock_timeout_ms(wait_seconds)
         if lock_wait_bound(session) != wanted:  # the API's connections are opened with it: a round trip saved
             session.execute(text(f"SET LOCAL lock_timeout = {wanted}"))
-        session.connection().execute(_LOCK_OWNER, {"owner_id": owner_id})
+        session.connection().execute(LOCK_OWNER, {"owner_id": owner_id})
 
 
 def count_queued_locked(session: Session, owner_id: str, *, wait_seconds: float) -> int:
