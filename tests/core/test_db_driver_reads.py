@@ -67,16 +67,23 @@ def through_sqlalchemy(engine: Engine, statement: Any, params: dict[str, Any]) -
         return [dict(row._mapping) for row in connection.execute(statement, params)]
 
 
-def run(url: str, read: Any) -> Any:
+def on_loop_engine(url: str, work: Any, *, read_only: bool = True) -> Any:
+    """`work(engine)` on an asyncio engine of one connection: read-only as the API's status polls use, or writable
+    (with a lock timeout) as its plain submissions use."""
     async def main() -> Any:
-        reads = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600)
-        assert reads is not None
+        engine = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600,
+                                  read_only=read_only, lock_timeout_seconds=None if read_only else 5)
+        assert engine is not None
         try:
-            return await read(reads)
+            return await work(engine)
         finally:
-            await reads.dispose()
+            await engine.dispose()
 
     return asyncio.run(main())
+
+
+def run(url: str, read: Any) -> Any:
+    return on_loop_engine(url, read)
 
 
 def test_a_job_and_a_filtered_page_read_on_the_driver_equal_what_sqlalchemy_reads(url: str, engine: Engine) -> None:
@@ -132,17 +139,7 @@ def test_a_statement_with_expanding_parameters_is_refused(url: str) -> None:
 
 # --------------------------------------------------------------------------- statements in one transaction
 def writes(url: str, work: Any) -> Any:
-    """`work(engine)` on a writable asyncio engine of one connection, as the API's plain submissions use."""
-    async def main() -> Any:
-        engine = make_loop_engine(url, busy_timeout=5, pool_size=1, ping_after_idle_seconds=3600, read_only=False,
-                                  lock_timeout_seconds=5)
-        assert engine is not None
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
+    return on_loop_engine(url, work, read_only=False)
 
 
 def submitted(owner: str, *, key: str | None = None, name: str = "plain", spec: Any = None) -> dict[str, Any]:
