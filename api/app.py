@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.middleware import BodySizeLimit, SecurityHeaders
+from api.middleware import BodySizeLimit, EmptiedByWrites, SecurityHeaders
 from api.observability import MetricsMiddleware
 from api.pages import STATIC_DIR
 from api.routes import datasets, docs, health, jobs, plan, series, sweeps, ui_auth, ui_pages
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_request_bytes=settings.max_request_bytes,
                        max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=frozenset({datasets.router.prefix}))
+    app.add_middleware(EmptiedByWrites, empty=runtime.pages.empty)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     app.add_middleware(SecurityHeaders)
 

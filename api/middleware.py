@@ -1,7 +1,9 @@
 """ASGI middleware: request body caps (on the declared Content-Length and again on the bytes actually streamed),
-and the security headers (CSP) every answer carries."""
+the security headers (CSP) every answer carries, and the list cache emptied by every request that may write."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -91,3 +93,31 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class EmptiedByWrites:
+    """Calls `empty` (the list cache's, api/services/page_cache.py) when a request that may write answers, before
+    its answer starts, and again when it ends: a client that got the answer to its write never reads a page from
+    before it. Every write has committed by then (CommittingRoute commits before it answers)."""
+
+    def __init__(self, app: ASGIApp, *, empty: Callable[[], None]) -> None:
+        self.app = app
+        self.empty = empty
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+
+        async def emptied_first(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.empty()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, emptied_first)
+        finally:
+            self.empty()  # also when it failed before answering

@@ -26,6 +26,7 @@ from api.sender import Sender
 from api.services.job_events import JobEventHub
 from api.services.key_revocations import RedisMark, RevocationMark, revocation_mark
 from api.services.keys import KeyCache
+from api.services.page_cache import PageCache
 from api.services.signin import SessionCookies, load_or_create_secret
 from core.artifacts.store import ArtifactStore, store_for
 from core.db.session import make_engine, make_loop_engine
@@ -56,6 +57,7 @@ class Runtime:
     cookies: SessionCookies
     events: JobEventHub
     sender: Sender  # new jobs to the broker, from the event loop (api/sender.py)
+    pages: PageCache  # GET /v1/jobs pages, kept for a moment (api/services/page_cache.py)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     @classmethod
@@ -100,6 +102,7 @@ class Runtime:
                                heartbeat_seconds=settings.events_heartbeat_seconds),
             sender=Sender(lambda jobs: enqueue_jobs(celery, jobs),
                           on_failure=lambda queue: metrics.enqueue_failures.labels(queue).inc()),
+            pages=PageCache(settings.api_list_cache_seconds, settings.api_list_cache_rows),
             metrics=metrics,
         )
 

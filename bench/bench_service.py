@@ -15,6 +15,8 @@ Phases (same server, same run):
   2. submit:  every client (its own API key) loops POST /v1/jobs for --duration seconds.
   2b. poll:   every client loops GET /v1/jobs/{id} (one of its own jobs), then GET /v1/jobs (its first page of
               20), --duration seconds each: status polling, compared with /healthz as the submissions are.
+              Each client's page is the same for the whole phase, so the API answers it from the page it
+              kept (api/services/page_cache.py) but once a second; --list-cache-seconds 0 reads every one.
   3. delay:   the submitted backlog is cancelled and the broker emptied, a worker starts, then one tiny job
               at a time is submitted; queue delay = time from the 201 answer until GET shows `running`
               (polled every 5 ms), and the server-side started_at - created_at of the same job.
@@ -232,6 +234,8 @@ def main() -> None:
     parser.add_argument("--delay-jobs", type=int, default=7)
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the API with py-spy during each phase: DIR/<phase>.txt, collapsed stacks")
+    parser.add_argument("--list-cache-seconds", type=float, metavar="S",
+                        help="NARROWNET_API_LIST_CACHE_SECONDS for the API (default: the service's, 1 s; 0: off)")
     parser.add_argument("--floor", action="store_true",
                         help="serve bench/floor_app.py and also measure its /floor routes (no database, no broker)")
     args = parser.parse_args()
@@ -255,6 +259,8 @@ def main() -> None:
         "NARROWNET_RATE_LIMIT_PER_MINUTE": str(10**9),
         "NARROWNET_MAX_QUEUED_JOBS_PER_USER": str(10**9),
     })
+    if args.list_cache_seconds is not None:
+        env["NARROWNET_API_LIST_CACHE_SECONDS"] = str(args.list_cache_seconds)
     processes: list[subprocess.Popen[bytes]] = []
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{db_name}"')
@@ -287,7 +293,8 @@ def main() -> None:
 
     print(f"\nnarrownet service benchmark: {args.clients} concurrent clients, {args.duration:.0f} s per phase, "
           f"one uvicorn process, PostgreSQL + Redis on loopback, {os.cpu_count()} CPUs (load generator on the "
-          f"same machine)\n")
+          f"same machine); GET /v1/jobs pages kept "
+          f"{'the default 1' if args.list_cache_seconds is None else f'{args.list_cache_seconds:g}'} s\n")
     print(f"| {'request':<17} | {'ok':>7} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | / healthz "
           "| CPU ms/req: API | PostgreSQL | client | errors |")
     print(f"|{'-' * 19}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 9}|----------:|----------------:|-----------:|"

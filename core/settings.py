@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="an API process keeps a live key this long without asking the database "
         "again (0: never), while no key has been revoked since (a revoke writes a new mark in Redis, or in a file "
         "beside an SQLite database, that every request reads first; with neither, nothing is cached)")
+    # A write through the same API process is seen at once (api/services/page_cache.py); this bounds how late
+    # GET /v1/jobs shows a change made elsewhere: the worker's progress, another API process.
+    api_list_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="an API process answers a repeated GET /v1/jobs from the page it read "
+        "up to this long ago (0: never); any write request to that process empties its pages first")
+    api_list_cache_rows: int = Field(default=20_000, ge=0, description="job rows the list pages kept may hold")
     rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
         default="auto", description="where requests are counted: auto = Redis when the broker is Redis (shared "
                                     "by all API replicas), else in the API process")

@@ -96,9 +96,8 @@ async def list_jobs(
     """Your jobs, newest first, filtered by status, regime, name, id prefix, spec_hash and sweep."""
     filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash,
                          sweep_id=sweep_id)
-    rows, total = await job_reads.owned_page(runtime, key, filters, limit=limit, offset=offset)
-    now = utcnow()
-    return JobPage(items=[JobOut.from_row(job, now) for job in rows], total=total, limit=limit, offset=offset)
+    items, total = await job_reads.owned_page(runtime, key, filters, limit=limit, offset=offset, now=utcnow())
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 429))

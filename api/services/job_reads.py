@@ -10,13 +10,14 @@ the database (Runtime.database_turn), like every session does.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from api.runtime import Runtime
-from api.schemas import JobRow
+from api.schemas import JobOut, JobRow
 from api.services import jobs
 from core.db.driver_reads import fetch_dicts
-from core.db.models import ApiKey
+from core.db.models import ApiKey, JobStatus
 from core.repositories.jobs import OWNED_JOB, JobFilters, owned_page_query
 
 
@@ -33,9 +34,24 @@ async def owned_job(runtime: Runtime, owner: ApiKey, job_id: str) -> JobRow:
     return rows[0]
 
 
-async def owned_page(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int,
+async def owned_page(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int, offset: int,
+                     now: datetime) -> tuple[list[JobOut], int]:
+    """A page of the caller's jobs, newest first, and how many match in all. A page read less than
+    api_list_cache_seconds ago, with no write through this process since, is answered again
+    (api/services/page_cache.py): its jobs as answered then, but for the running ones, whose ETA moves with `now`."""
+    key = (owner.id, filters, limit, offset)
+    kept = runtime.pages.get(key)
+    if kept is None:
+        ticket = runtime.pages.ticket()
+        rows, total = await _read_page(runtime, owner, filters, limit=limit, offset=offset)
+        kept = ([row if row["status"] == JobStatus.RUNNING else JobOut.from_row(row, now) for row in rows], total)
+        runtime.pages.put(ticket, key, kept)
+    items, total = kept
+    return [item if isinstance(item, JobOut) else JobOut.from_row(item, now) for item in items], total
+
+
+async def _read_page(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int,
                      offset: int) -> tuple[list[dict[str, Any]], int]:
-    """A page of the caller's jobs, newest first (rows by column name), and how many match in all."""
     async with runtime.database_turn():
         if runtime.read_engine is None:
             return await runtime.in_own_session(
