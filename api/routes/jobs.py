@@ -92,12 +92,11 @@ async def list_jobs(
                                           description="the configs of one sweep")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-) -> JobPage:
+) -> JobPage | Response:
     """Your jobs, newest first, filtered by status, regime, name, id prefix, spec_hash and sweep."""
     filters = JobFilters(status=status, regime=regime, name=name, id_prefix=id_prefix, spec_hash=spec_hash,
                          sweep_id=sweep_id)
-    items, total = await job_reads.owned_page(runtime, key, filters, limit=limit, offset=offset, now=utcnow())
-    return JobPage(items=items, total=total, limit=limit, offset=offset)
+    return await job_reads.page_answer(runtime, key, filters, limit=limit, offset=offset, now=utcnow())
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 429))

@@ -5,16 +5,20 @@ to a worker thread, a BEGIN and a COMMIT around its one SELECT, and the ORM's lo
 the runtime's asyncio read engine, straight on the driver (core/db/driver_reads.py): each SELECT commits alone, on
 connections where the server refuses writes; rows come as dicts keyed by column. On SQLite the read is the
 jobs service's, on a session of its own in one worker thread. Either way the request first waits for its turn at
-the database (Runtime.database_turn), like every session does.
+the database (Runtime.database_turn), like every session does. A list page is kept for a moment (page_cache.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi import Response
+from pydantic import TypeAdapter
+
 from api.runtime import Runtime
-from api.schemas import JobOut, JobRow
+from api.schemas import JobOut, JobPage, JobRow
 from api.services import jobs
 from core.db.driver_reads import fetch_dicts
 from core.db.models import ApiKey, JobStatus
@@ -34,20 +38,38 @@ async def owned_job(runtime: Runtime, owner: ApiKey, job_id: str) -> JobRow:
     return rows[0]
 
 
-async def owned_page(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int, offset: int,
-                     now: datetime) -> tuple[list[JobOut], int]:
+@dataclass
+class _KeptPage:
+    items: list[JobOut | dict[str, Any]]  # each job as answered, but a running one's row: its ETA moves with time
+    total: int
+    body: bytes | None = None  # the whole answer, once made, when no job on the page runs
+
+
+async def page_answer(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int, offset: int,
+                      now: datetime) -> JobPage | Response:
     """A page of the caller's jobs, newest first, and how many match in all. A page read less than
     api_list_cache_seconds ago, with no write through this process since, is answered again
-    (api/services/page_cache.py): its jobs as answered then, but for the running ones, whose ETA moves with `now`."""
+    (api/services/page_cache.py): its jobs as answered then, but for the running ones, whose ETA is computed from
+    `now`; with none running, the very bytes answered then."""
     key = (owner.id, filters, limit, offset)
-    kept = runtime.pages.get(key)
+    kept: _KeptPage | None = runtime.pages.get(key)
     if kept is None:
         ticket = runtime.pages.ticket()
         rows, total = await _read_page(runtime, owner, filters, limit=limit, offset=offset)
-        kept = ([row if row["status"] == JobStatus.RUNNING else JobOut.from_row(row, now) for row in rows], total)
-        runtime.pages.put(ticket, key, kept)
-    items, total = kept
-    return [item if isinstance(item, JobOut) else JobOut.from_row(item, now) for item in items], total
+        kept = _KeptPage([row if row["status"] == JobStatus.RUNNING else JobOut.from_row(row, now) for row in rows],
+                         total)
+        runtime.pages.put(ticket, key, kept, len(rows))
+    if kept.body is not None:
+        return Response(kept.body, media_type="application/json")
+    page = JobPage(items=[item if isinstance(item, JobOut) else JobOut.from_row(item, now) for item in kept.items],
+                   total=kept.total, limit=limit, offset=offset)
+    if runtime.pages.enabled and all(isinstance(item, JobOut) for item in kept.items):
+        kept.body = _PAGE.dump_json(page)
+        return Response(kept.body, media_type="application/json")
+    return page
+
+
+_PAGE = TypeAdapter(JobPage)  # as FastAPI serializes a response_model
 
 
 async def _read_page(runtime: Runtime, owner: ApiKey, filters: JobFilters, *, limit: int,

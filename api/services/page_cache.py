@@ -21,12 +21,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-Page = tuple[list[Any], int]  # a page's jobs, and how many match in all
-
 
 @dataclass
 class _Kept:
-    page: Page
+    page: Any
+    rows: int
     read_at: float
 
 
@@ -43,7 +42,8 @@ class PageCache:
     def enabled(self) -> bool:
         return self.seconds > 0 and self.max_rows > 0
 
-    def get(self, key: Hashable) -> Page | None:
+    def get(self, key: Hashable) -> Any:
+        """The page kept under `key`, or None when there is none or it is too old."""
         kept = self._kept.get(key)
         if kept is None:
             return None
@@ -57,13 +57,14 @@ class PageCache:
         """Taken before a page is read; `put` keeps the page only if nothing was emptied since."""
         return self.epoch
 
-    def put(self, ticket: int, key: Hashable, page: Page) -> None:
-        if not self.enabled or ticket != self.epoch or len(page[0]) > self.max_rows:
+    def put(self, ticket: int, key: Hashable, page: Any, rows: int) -> None:
+        """Keep `page` (of `rows` job rows) under `key`, unless the cache was emptied since `ticket`."""
+        if not self.enabled or ticket != self.epoch or rows > self.max_rows:
             return
         if key in self._kept:
             self._drop(key)
-        self._kept[key] = _Kept(page, self.clock())
-        self.rows += len(page[0])
+        self._kept[key] = _Kept(page, rows, self.clock())
+        self.rows += rows
         while self.rows > self.max_rows:
             self._drop(next(iter(self._kept)))
 
@@ -77,4 +78,4 @@ class PageCache:
         return len(self._kept)
 
     def _drop(self, key: Hashable) -> None:
-        self.rows -= len(self._kept.pop(key).page[0])
+        self.rows -= self._kept.pop(key).rows

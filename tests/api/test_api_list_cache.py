@@ -95,6 +95,19 @@ class TestKeptPages:
             # ...and its ETA from now: 8 steps left at (elapsed / 2) s a step, and more has elapsed.
             assert again["eta_seconds"] > first["eta_seconds"] >= 400
 
+    async def test_a_kept_page_answers_the_bytes_a_fresh_read_answers(self, api_factory: ApiFactory) -> None:
+        async with api_factory(api_list_cache_seconds=60) as kept, api_factory(api_list_cache_seconds=0) as fresh:
+            user = kept.new_user()
+            await submit(kept, user)
+            failed = await submit(kept, user)
+            kept.update_job(failed, status=JobStatus.FAILED, error="boom", final_metrics={"train_loss": 0.5})
+            answers = [await kept.client.get("/v1/jobs", headers=user) for _ in range(2)]
+            answers.append(await fresh.client.get("/v1/jobs", headers=user))  # read and serialized by FastAPI
+            assert [a.status_code for a in answers] == [200, 200, 200]
+            assert answers[0].content == answers[1].content == answers[2].content
+            assert answers[1].headers["content-type"] == answers[2].headers["content-type"] == "application/json"
+            assert answers[1].headers["x-content-type-options"] == "nosniff"  # the same headers on a kept page
+
     async def test_with_zero_seconds_every_list_reads_the_database(self, api_factory: ApiFactory) -> None:
         async with api_factory(api_list_cache_seconds=0) as api:
             user = api.new_user()
