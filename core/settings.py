@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     api_list_cache_seconds: float = Field(
         default=1.0, ge=0, le=60, description="an API process answers a repeated GET /v1/jobs from the page it read "
         "up to this long ago (0: never); any write request to that process empties its pages first")
-    api_list_cache_rows: int = Field(default=20_000, ge=0, description="job rows the list pages kept may hold")
+    api_list_cache_rows: int = Field(default=5_000, ge=0, description="job rows the list pages kept may hold in all")
     rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
         default="auto", description="where requests are counted: auto = Redis when the broker is Redis (shared "
                                     "by all API replicas), else in the API process")
