@@ -39,9 +39,11 @@ class TestKeys:
 
     async def test_revoked_key(self, api: Api) -> None:
         user = api.new_user()
-        assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+        assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200  # that page is now kept
         with api.session() as s:
             assert revoke_key(s, api.owner_id(user))
+        # The key is checked before a kept page is looked for (api/services/page_cache.py).
+        assert api.runtime.pages.enabled and len(api.runtime.pages) == 1
         assert (await api.client.get("/v1/jobs", headers=user)).status_code == 401
 
     async def test_a_key_revoked_in_the_api_process_is_refused_at_once_even_with_the_key_cache_on(
