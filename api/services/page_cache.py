@@ -1,7 +1,7 @@
 """Pages of GET /v1/jobs kept for a moment, so that 50 clients polling their lists do not each read and decode
 20 rows from the database every time.
 
-The consistency this gives (README, "Reading lists"):
+The consistency this gives (README, Configuration: NARROWNET_API_LIST_CACHE_SECONDS):
 - a write made through this API process is seen by the next list it answers: every request that may write (any
   method but GET, HEAD and OPTIONS) empties the cache before its answer starts (api/middleware.py,
   EmptiedByWrites), and a page read while it ran is not kept (the epoch of `ticket` moved on);

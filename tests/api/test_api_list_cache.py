@@ -1,4 +1,5 @@
-"""GET /v1/jobs answered from pages kept for a moment: what a client can and cannot see (README, "Reading lists")."""
+"""GET /v1/jobs answered from pages kept for a moment: what a client can and cannot see (README, Configuration:
+NARROWNET_API_LIST_CACHE_SECONDS)."""
 
 from __future__ import annotations
 
