@@ -98,13 +98,18 @@ class Sender:
             for job in batch:
                 self._on_failure(job.queue)
         finally:
+            # One wake-up per event loop, not per job: each call_soon_threadsafe writes to the loop's self-pipe.
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for job in batch:
+                waiting.setdefault(job.loop, []).append(job.done)
+            for loop, futures in waiting.items():
                 try:
-                    job.loop.call_soon_threadsafe(_finish, job.done)
+                    loop.call_soon_threadsafe(_finish, futures)
                 except RuntimeError:  # its event loop has closed: nobody waits for the answer
                     pass
 
 
-def _finish(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
+def _finish(futures: list[asyncio.Future[None]]) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_result(None)

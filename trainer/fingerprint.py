@@ -38,13 +38,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
-def canonical_spec(spec: JobSpec) -> dict[str, Any]:
-    """The spec fields that decide the result (see the module docstring)."""
-    fields = spec.model_dump(mode="json")
+def canonical_spec(spec: JobSpec, dumped: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The spec fields that decide the result (see the module docstring). `dumped`: spec.model_dump(mode="json"),
+    when the caller has made it already (it is left as it is)."""
+    fields = dict(dumped) if dumped is not None else spec.model_dump(mode="json")
     del fields["name"]
     if isinstance(spec.data, DatasetRef | NpzData):
-        for where in ("id", "name", "path"):
-            fields["data"].pop(where, None)
+        fields["data"] = {k: v for k, v in fields["data"].items() if k not in ("id", "name", "path")}
     return fields
 
 
@@ -106,8 +106,10 @@ def data_identity(data: DataSpec, *, dataset_sha256: str | None = None, dataset_
     return "spec"  # synthetic: the spec's seed, n, d and labels are the whole recipe
 
 
-def spec_hash(spec: JobSpec, data: str, versions: Mapping[str, str] | None = None) -> str:
-    """sha256 hex of the spec, the data's identity and the versions (default: those installed here)."""
-    payload = {"format": FORMAT, "spec": canonical_spec(spec), "data": data,
+def spec_hash(spec: JobSpec, data: str, versions: Mapping[str, str] | None = None, *,
+              dumped: Mapping[str, Any] | None = None) -> str:
+    """sha256 hex of the spec, the data's identity and the versions (default: those installed here); `dumped` as
+    for canonical_spec."""
+    payload = {"format": FORMAT, "spec": canonical_spec(spec, dumped), "data": data,
                "versions": dict(versions if versions is not None else result_versions())}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

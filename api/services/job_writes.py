@@ -44,8 +44,9 @@ async def submit_plain(runtime: Runtime, owner: ApiKey, spec: JobSpec,
                        idempotency_key: str | None) -> dict[str, Any] | None:
     """The new job's row, committed and sent to its queue; None when nothing was inserted (see above)."""
     assert runtime.write_engine is not None and isinstance(spec.data, PLAIN_SOURCES)
-    values = jobs.new_job_values(owner, spec, jobs.request_hash(spec), idempotency_key,
-                                 reuse.spec_hash_given(spec, runtime.settings))
+    dumped = spec.model_dump(mode="json")  # once, for both hashes and the row
+    values = jobs.new_job_values(owner, spec, jobs.request_hash(spec, dumped), idempotency_key,
+                                 reuse.spec_hash_given(spec, runtime.settings, dumped=dumped), dumped)
     # On the driver, past SQLAlchemy's type processing: JSON as the text it would write, an enum as its value.
     params = {**values, "spec": json.dumps(values["spec"]), "status": JobStatus.QUEUED.value,
               "queued": JobStatus.QUEUED.value, "cap": runtime.settings.max_queued_jobs_per_user}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,11 @@ Enqueue = Callable[[str, str], None]
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def request_hash(spec: JobSpec) -> str:
-    """Digest of the validated spec: bodies that differ only in spelled-out defaults are the same job."""
-    return hashlib.sha256(canonical_json(spec.model_dump(mode="json")).encode()).hexdigest()
+def request_hash(spec: JobSpec, dumped: Mapping[str, Any] | None = None) -> str:
+    """Digest of the validated spec: bodies that differ only in spelled-out defaults are the same job. `dumped`:
+    spec.model_dump(mode="json"), when the caller has it."""
+    return hashlib.sha256(canonical_json(dumped if dumped is not None else spec.model_dump(mode="json")
+                                         ).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,13 @@ def submit_job(session: Session, owner: ApiKey, spec: JobSpec, *, idempotency_ke
 
 
 def new_job_values(owner: ApiKey, spec: JobSpec, digest: str, idempotency_key: str | None,
-                   hashed: str | None) -> dict[str, Any]:
-    """A submitted job's row: core.repositories.jobs.SUBMITTED_COLUMNS."""
+                   hashed: str | None, dumped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A submitted job's row: core.repositories.jobs.SUBMITTED_COLUMNS (`dumped`: as for request_hash)."""
     now = utcnow()
     return {
         "id": new_id(), "owner_id": owner.id, "name": spec.name, "regime": spec.regime,
-        "spec": spec.model_dump(mode="json"), "queue": queue_for(spec), "status": JobStatus.QUEUED,
+        "spec": dumped if dumped is not None else spec.model_dump(mode="json"),
+        "queue": queue_for(spec), "status": JobStatus.QUEUED,
         "idempotency_key": idempotency_key, "request_hash": digest, "spec_hash": hashed,
         # Known up front for iteration budgets; for epochs the worker fills it in once the data is loaded.
         "total_steps": spec.optim.iterations, "attempt": 0, "step": 0, "cancel_requested": False,

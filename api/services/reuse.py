@@ -6,7 +6,8 @@ share through today; two users training the same public recipe each train it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -30,10 +31,12 @@ def spec_hash_of(session: Session, owner: ApiKey, spec: JobSpec, settings: Setti
     return spec_hash_given(spec, settings, dataset_sha256=sha256)
 
 
-def spec_hash_given(spec: JobSpec, settings: Settings, *, dataset_sha256: str | None = None) -> str | None:
-    """spec_hash_of, with an uploaded dataset's recorded sha256 already looked up (when the spec names one)."""
+def spec_hash_given(spec: JobSpec, settings: Settings, *, dataset_sha256: str | None = None,
+                    dumped: Mapping[str, Any] | None = None) -> str | None:
+    """spec_hash_of, with an uploaded dataset's recorded sha256 already looked up (when the spec names one);
+    `dumped`: the spec's JSON dump, when the caller has it."""
     identity = data_identity(spec.data, dataset_sha256=dataset_sha256, data_dir=settings.data_dir)
-    return None if identity is None else spec_hash(spec, identity)
+    return None if identity is None else spec_hash(spec, identity, dumped=dumped)
 
 
 def reusable_jobs(session: Session, owner: ApiKey, digests: Sequence[str | None],

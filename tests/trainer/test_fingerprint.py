@@ -80,3 +80,14 @@ def test_checkpoints_carry_the_spec_hash_the_cli_computes(tmp_path) -> None:
     assert meta["spec_hash"] == expected
     np.savez(path, X=np.ones((6, 2)), y=np.arange(6.0) + 1)  # other bytes at the same path: another result
     assert local_spec_hash(spec, None) != expected
+
+
+@pytest.mark.parametrize("data", [BASE["data"], {"source": "dataset", "name": "mine", "id": "d1"},
+                                  {"source": "npz", "path": "/tmp/x.npz"}])
+def test_a_spec_hashed_from_a_dump_made_before_hashes_the_same_and_the_dump_is_left_alone(data: dict) -> None:
+    spec = JobSpec.model_validate({**BASE, "data": data})
+    dumped = spec.model_dump(mode="json")
+    before = json.dumps(dumped)
+
+    assert spec_hash(spec, "sha256:x", dumped=dumped) == spec_hash(spec, "sha256:x")
+    assert json.dumps(dumped) == before

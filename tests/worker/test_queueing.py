@@ -66,3 +66,26 @@ def test_a_batch_with_an_unknown_queue_sends_nothing(broker):
     with pytest.raises(ValueError, match="queue: unknown queue 'tpu'"):
         enqueue_jobs(app, [("job-1", "cpu"), ("job-2", "tpu")])
     assert sum(store.llen(q) for q in QUEUES) == 0
+
+
+def test_a_batch_lands_on_its_queues_in_a_broker_that_no_worker_has_declared_them_in():
+    with redis_database() as db:
+        app = make_celery(f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}")
+        store = redis.Redis(REDIS_HOST, REDIS_PORT, db=db)
+        try:
+            enqueue_jobs(app, [("first", "gpu"), ("second", "gpu"), ("third", "cpu")])
+            assert {q: store.llen(q) for q in QUEUES} == {"cpu": 1, "gpu": 2}
+        finally:
+            app.close()
+
+
+def test_an_id_that_needs_quoting_gets_the_args_repr_celery_makes(broker):
+    app, store = broker
+    enqueue_job(app, "it's", "cpu")
+    enqueue_jobs(app, [("it's", "cpu"), ("plain-id_1", "cpu")])
+
+    cpu = [json.loads(raw) for raw in reversed(store.lrange("cpu", 0, -1))]
+    alone, together, plain = (m["headers"]["argsrepr"] for m in cpu)
+    assert together == alone  # Celery's own spelling, whatever it is
+    assert plain == "['plain-id_1']"
+    assert {m["headers"]["kwargsrepr"] for m in cpu} == {"{}"}
