@@ -130,3 +130,47 @@ def test_close_sends_what_is_waiting_and_stops_the_thread(broker) -> None:  # ty
     app.close()
     assert len(threads) == 1 and not threads[0].is_alive()
     assert sorted(sent_ids(store)) == [f"job-{i}" for i in range(5)]
+
+
+def test_callers_on_two_event_loops_sharing_a_batch_are_each_answered(broker) -> None:  # type: ignore[no-untyped-def]
+    url, store = broker
+    app, release = make_celery(url), threading.Event()
+    batches: list[int] = []
+
+    def send(jobs: Sequence[tuple[str, str]]) -> None:
+        batches.append(len(jobs))
+        assert release.wait(10)
+        enqueue_jobs(app, jobs)
+
+    sender = Sender(send, on_failure=lambda queue: pytest.fail("nothing should fail"))
+    queued = threading.Barrier(3)
+    answered: list[str] = []
+
+    def caller(prefix: str) -> None:
+        async def main() -> None:
+            sends = [asyncio.ensure_future(sender.send(f"{prefix}-{i}", "cpu")) for i in range(3)]
+            await asyncio.sleep(0)  # queued behind the held first batch
+            await asyncio.to_thread(queued.wait, 10)
+            await asyncio.wait_for(asyncio.gather(*sends), 20)
+            answered.append(prefix)
+        asyncio.run(main())
+
+    try:
+        first = threading.Thread(target=asyncio.run, args=(sender.send("first", "cpu"),))
+        first.start()
+        while not batches:  # the first batch is out and held
+            threading.Event().wait(0.01)
+        loops = [threading.Thread(target=caller, args=(p,)) for p in ("a", "b")]
+        for t in loops:
+            t.start()
+        queued.wait(10)
+        release.set()
+        for t in [first, *loops]:
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        sender.close()
+        app.close()
+    assert batches == [1, 6]  # both loops' jobs went out together
+    assert sorted(answered) == ["a", "b"]  # and every caller on each loop got its answer
+    assert sorted(sent_ids(store)) == sorted(["first", *(f"{p}-{i}" for p in "ab" for i in range(3))])
