@@ -1,4 +1,5 @@
-"""The FastAPI application: `create_app(settings)` builds one; `app` is the one uvicorn serves.
+"""The FastAPI application: `create_app(settings)` builds one; `create_server_app()` is the one a server process
+serves (uvicorn --factory); `app` is one for tools that want a module attribute.
 
 Importing this module connects to nothing. In embedded mode (SQLite, run_migrations_on_start) the schema
 is brought up to date when the app starts; elsewhere `narrownet db upgrade` does that before deploys.
@@ -6,6 +7,7 @@ is brought up to date when the app starts; elsewhere `narrownet db upgrade` does
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +25,29 @@ from api.runtime import Runtime
 from core.db import migrate
 from core.settings import Settings, get_settings
 from trainer.spec import JobSpec
+
+# The collector's first generation in a server process (CPython's default is 700 in 3.11). Under load, each
+# collection walked every object of the requests in flight, hundreds of times a second: ~5% of the API's CPU
+# (bench/RESULTS.md). Most of a request's objects are freed by reference counting, so at 10,000 it runs a few times
+# a minute; cyclic garbage still goes, only later.
+GC_FIRST_GENERATION = 10_000
+
+
+def tune_collector() -> None:
+    """For a process that serves the app and nothing else, once it is built: what exists now (modules, the app,
+    its engines) lives as long as the process, so it is frozen out of every later collection, and the first
+    generation is raised to GC_FIRST_GENERATION. Not for a process that is someone else's (tests, an embedding)."""
+    gc.freeze()
+    first, *older = gc.get_threshold()
+    gc.set_threshold(max(first, GC_FIRST_GENERATION), *older)
+
+
+def create_server_app() -> FastAPI:
+    """create_app with the settings from the environment, and the process's collector tuned for serving it
+    (tune_collector): what compose, `narrownet serve` and the cluster run with uvicorn --factory."""
+    served = create_app()
+    tune_collector()
+    return served
 
 
 def _embedded_upgrade(runtime: Runtime) -> None:

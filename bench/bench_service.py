@@ -271,7 +271,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "narrownet", "db", "upgrade"], env=env, check=True,
                        capture_output=True)
         keys = create_keys(env, args.clients)
-        factory = "bench.floor_app:create_app" if args.floor else "api.app:create_app"
+        factory = "bench.floor_app:create_app" if args.floor else "api.app:create_server_app"
         api = start_process([sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
                      "--port", str(port), "--log-level", "warning", "--no-access-log"], env, home / "api.log")
         processes.append(api)

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query
 
 from api.app import create_app as create_service_app
+from api.app import tune_collector
 from api.deps import CurrentKey
 from api.schemas import JobOut, JobPage
 from api.services.jobs import request_hash
@@ -67,4 +68,5 @@ def floor_router() -> APIRouter:
 def create_app() -> FastAPI:
     app = create_service_app()
     app.include_router(floor_router())
+    tune_collector()  # as the service's own server process does (api.app.create_server_app)
     return app

@@ -183,7 +183,7 @@ class Cluster:
         return process
 
     def start_api(self, name: str = "api") -> subprocess.Popen[bytes]:
-        return self.start(name, [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        return self.start(name, [sys.executable, "-m", "uvicorn", "api.app:create_server_app", "--factory",
                                  "--host", "127.0.0.1", "--port", str(self.api_port)])
 
     def start_worker(self, name: str = "worker", concurrency: int = 1, env: dict[str, str] | None = None,

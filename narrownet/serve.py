@@ -56,7 +56,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def api_command(host: str, port: int, log_level: str) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", host,
+    return [sys.executable, "-m", "uvicorn", "api.app:create_server_app", "--factory", "--host", host,
             "--port", str(port), "--log-level", log_level.lower()]
 
 

@@ -78,3 +78,26 @@ print("ok")
     assert result.stdout.strip().endswith("ok")
     assert not (tmp_path / "global").exists()  # the module-level app connected to nothing
 
+
+
+def test_a_server_process_tunes_its_collector_and_an_app_built_for_tests_leaves_it_alone(tmp_path: Path) -> None:
+    """create_server_app (what uvicorn --factory runs) freezes startup's objects and raises the first generation;
+    create_app alone, as tests and embeddings build it, changes neither."""
+    script = """
+import gc
+from api.app import GC_FIRST_GENERATION, create_app, create_server_app
+before = (gc.get_threshold(), gc.get_freeze_count())
+create_app()
+assert (gc.get_threshold(), gc.get_freeze_count()) == before, "create_app touched the collector"
+create_server_app()
+threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+assert threshold == (GC_FIRST_GENERATION, *before[0][1:]), threshold
+assert frozen > before[1] + 10_000, frozen  # the modules and the app, out of every later collection
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")}
+    env["NARROWNET_HOME"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

@@ -108,7 +108,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                       home)
         stack.cli("db", "upgrade")
         resources.callback(stack.stop)
-        stack.start("api", [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+        stack.start("api", [sys.executable, "-m", "uvicorn", "api.app:create_server_app", "--factory",
                             "--host", "127.0.0.1", "--port", str(port)])
         stack.start("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
                                "--queues", "cpu,gpu", "--concurrency", "1", "--loglevel", "INFO",

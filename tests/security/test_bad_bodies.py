@@ -207,7 +207,7 @@ def _api_server(tmp_path: Path) -> Any:
         stack.cli("db", "upgrade")
         key = stack.create_key("bodies")
         try:
-            process = stack.start("api", [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            process = stack.start("api", [sys.executable, "-m", "uvicorn", "api.app:create_server_app", "--factory",
                                           "--host", "127.0.0.1", "--port", str(port)])
             stack.wait_until_up()
             # Warm up the paths under test, so that what they import is not counted as growth.
