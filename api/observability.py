@@ -25,6 +25,10 @@ class ApiMetrics:
         self.enqueue_failures = Counter("narrownet_enqueue_failures_total",
                                         "Jobs committed but not sent to the broker", ["queue"],
                                         registry=self.registry)
+        self.submissions_per_transaction = Histogram(
+            "narrownet_submissions_per_transaction",
+            "Plain submissions committed together in one transaction (PostgreSQL; api/group_commit.py)",
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
 
 
 class MetricsMiddleware:

@@ -7,11 +7,12 @@ process-global configuration. Making the engine does not connect; the first requ
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from celery import Celery
@@ -20,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import DatabaseBusy
+from api.group_commit import GroupCommit
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, RedisRateLimiter, make_limiter
 from api.sender import Sender
+from api.services import job_writes
 from api.services.job_events import JobEventHub
 from api.services.key_revocations import RedisMark, RevocationMark, revocation_mark
 from api.services.keys import KeyCache
@@ -59,6 +62,8 @@ class Runtime:
     sender: Sender  # new jobs to the broker, from the event loop (api/sender.py)
     pages: PageCache  # GET /v1/jobs pages, kept for a moment (api/services/page_cache.py)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    # PostgreSQL: plain submissions, committed together when they arrive together (api/services/job_writes.py)
+    plain_writes: GroupCommit[dict[str, Any], dict[str, Any] | None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -85,7 +90,7 @@ class Runtime:
 
         celery = make_celery(settings.resolved_broker_url, busy_timeout=busy_timeout)
         metrics = ApiMetrics()
-        return cls(
+        runtime = cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
@@ -105,6 +110,10 @@ class Runtime:
             pages=PageCache(settings.api_list_cache_seconds, settings.api_list_cache_rows),
             metrics=metrics,
         )
+        if write_engine is not None:
+            runtime.plain_writes = GroupCommit(functools.partial(job_writes.commit_plain, runtime),
+                                               observe=metrics.submissions_per_transaction.observe)
+        return runtime
 
     @asynccontextmanager
     async def database_turn(self) -> AsyncIterator[None]:
@@ -147,8 +156,13 @@ class Runtime:
     async def send(self, job_id: str, queue: str) -> None:
         """Runtime.enqueue for the event loop: the job goes out from the sender's thread, in one round trip with
         the others sent meanwhile (api/sender.py). Returns once it was sent or its failure counted."""
-        self.metrics.jobs_submitted.labels(queue).inc()
-        await self.sender.send(job_id, queue)
+        await self.send_all([(job_id, queue)])
+
+    async def send_all(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Runtime.send for each (job id, queue), together."""
+        for _, queue in jobs:
+            self.metrics.jobs_submitted.labels(queue).inc()
+        await self.sender.send_all(jobs)
 
     def enqueue_pack(self, job_ids: Sequence[str], queue: str) -> None:
         """Count a sweep's pack and send it (one narrownet.run_pack message) once its rows have committed; a
@@ -175,6 +189,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """What close() cannot: the clients bound to the event loop."""
+        if self.plain_writes is not None:
+            await self.plain_writes.wait_idle()
         for engine in (self.read_engine, self.write_engine):
             if engine is not None:
                 await engine.dispose()

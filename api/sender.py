@@ -49,11 +49,22 @@ class Sender:
     async def send(self, job_id: str, queue_name: str) -> None:
         """Send one job and return once it went out or its failure was counted. A cancelled caller does not
         cancel the send."""
+        await self.send_all([(job_id, queue_name)])
+
+    async def send_all(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Send each (job id, queue), as `send` does, and return once all went out or their failures were
+        counted."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        waits: list[asyncio.Future[None]] = []
         self._start()
-        self._waiting.put(_Job(job_id, queue_name, loop, done))
-        await asyncio.shield(done)
+        for job_id, queue_name in jobs:
+            done: asyncio.Future[None] = loop.create_future()
+            self._waiting.put(_Job(job_id, queue_name, loop, done))
+            waits.append(done)
+        if len(waits) == 1:
+            await asyncio.shield(waits[0])
+        elif waits:
+            await asyncio.shield(asyncio.gather(*waits))
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is waiting, then stop the thread."""

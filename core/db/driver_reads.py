@@ -37,43 +37,54 @@ async def fetch_dicts(engine: AsyncEngine, statement: Select[Any], params: dict[
 
 async def fetch_dicts_in_transaction(engine: AsyncEngine,
                                      steps: Sequence[tuple[Executable, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Statements run in order in one transaction, then its commit; the last one's rows as dicts. For an engine in
-    autocommit. An error rolls all of it back; the parameters of all the statements share one namespace.
+    """Statements run in order in one transaction, then its commit; the last one's rows as dicts
+    (fetch_each_in_transaction)."""
+    return (await fetch_each_in_transaction(engine, steps))[-1]
+
+
+async def fetch_each_in_transaction(engine: AsyncEngine,
+                                    steps: Sequence[tuple[Executable, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Statements run in order in one transaction, then its commit; each one's rows as dicts, in order. For an
+    engine in autocommit. An error rolls all of it back. Each statement takes its parameters from its own dict.
 
     One round trip, and little Python: each statement is a server-side prepared statement of the connection
     (PREPARE, once per connection; planned once, not for every run), and BEGIN, an EXECUTE of each and COMMIT go as
     one query string, the values bound by psycopg on this side (its client-side binding quotes each as a literal).
     The server still runs each statement after the one before: a lock the first takes holds for the rest.
     bench/bench_submit_tx.py measures it against psycopg's pipeline mode and against unprepared statements."""
+    if not steps:
+        raise ValueError("no statements to run")
     plans = [prepared(statement, engine.dialect) for statement, _ in steps]
-    params: dict[str, Any] = {}
-    for _, given in steps:
-        clash = next((name for name in given if name in params and params[name] != given[name]), None)
-        if clash is not None:
-            raise ValueError(f"parameter {clash!r} has two values in one transaction")
-        params.update(given)
+    missing = [(number, name) for number, (plan, (_, given)) in enumerate(zip(plans, steps, strict=True))
+               for name in plan.names if name not in given]
+    if missing:
+        raise ValueError(f"statement {missing[0][0]} has no value for parameter {missing[0][1]!r}")
+    values = [given[name] for plan, (_, given) in zip(plans, steps, strict=True) for name in plan.names]
+    distinct = list(dict.fromkeys(plans))
     query = ";".join(["BEGIN", *(plan.execute for plan in plans), "COMMIT"])
-    async with driver_connection(engine, query, params) as (driver, info):
+    async with driver_connection(engine, query, values) as (driver, info):
         ready: set[str] = info.setdefault(_PREPARED, set())
         for last_try in (False, True):
-            for plan in plans:
+            for plan in distinct:
                 if plan.name not in ready:
                     await driver.execute(plan.prepare)
                     ready.add(plan.name)
             cursor = psycopg.AsyncClientCursor(driver, row_factory=dict_row)
             try:
-                await cursor.execute(query, params)
+                await cursor.execute(query, values)
             except psycopg.Error as exc:
                 if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                     await driver.rollback()  # a failed statement left the transaction open and aborted
                 # Gone (DISCARD ALL, a pooler) or stale (a migration changed what it returns): prepared again once.
                 if last_try or not isinstance(exc, psycopg.errors.InvalidSqlStatementName | _STALE_PLAN):
                     raise
-                await _forget(driver, ready, plans)
+                await _forget(driver, ready, distinct)
                 continue
-            for _ in plans:  # past BEGIN and every statement but the last
+            rows = []
+            for _ in plans:  # past BEGIN, then each statement's result in turn
                 cursor.nextset()
-            return await cursor.fetchall()
+                rows.append(await cursor.fetchall())
+            return rows
         raise AssertionError("unreachable")
 
 
@@ -96,7 +107,8 @@ _PREPARED = "narrownet.prepared"  # the names prepared on a pooled connection, i
 class Prepared:
     name: str
     prepare: str  # PREPARE name AS <the statement with $n placeholders>
-    execute: str  # EXECUTE name(%(a)s, %(b)s, ...), for client-side binding
+    execute: str  # EXECUTE name(%s, %s, ...), for client-side binding
+    names: tuple[str, ...]  # the parameters, in the order of their $n (and of the %s)
 
 
 @lru_cache(maxsize=64)
@@ -109,13 +121,13 @@ def prepared(statement: Executable, dialect: Dialect) -> Prepared:
         raise ValueError("only statements with plain named parameters run on the driver")
     sql = str(compiled)
     name = "narrownet_" + hashlib.sha256(sql.encode()).hexdigest()[:24]
-    arguments = ", ".join(f"%({key})s" for key in compiled.positiontup or ())
-    execute = f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"
-    return Prepared(name, f"PREPARE {name} AS {sql}", execute)
+    names = tuple(compiled.positiontup or ())
+    execute = f"EXECUTE {name}({', '.join('%s' for _ in names)})" if names else f"EXECUTE {name}"
+    return Prepared(name, f"PREPARE {name} AS {sql}", execute, names)
 
 
 @asynccontextmanager
-async def driver_connection(engine: AsyncEngine, sql: str, params: dict[str, Any],
+async def driver_connection(engine: AsyncEngine, sql: str, params: dict[str, Any] | Sequence[Any],
                             ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], dict[str, Any]]]:
     """A pooled connection's psycopg connection, and the pool's info for it (kept while that connection lives); a
     driver error inside comes out as SQLAlchemy's DBAPIError (for `sql` and `params`), and a connection it broke is

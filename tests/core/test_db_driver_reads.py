@@ -17,7 +17,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.driver_reads import compiled_sql, fetch_dicts, fetch_dicts_in_transaction
+from core.db.driver_reads import compiled_sql, fetch_dicts, fetch_dicts_in_transaction, fetch_each_in_transaction
 from core.db.migrate import upgrade
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
 from core.db.session import make_engine, make_loop_engine
@@ -210,8 +210,9 @@ def test_a_failing_statement_rolls_back_the_ones_before_it_and_the_connection_se
     async def work(writer: Any) -> Any:
         rename = (update(core_table(Job)).where(core_table(Job).c.id == bindparam("renamed"))
                   .values(name=bindparam("new_name")))
-        steps = [(LOCK_OWNER, {"owner_id": "owner_g"}), (rename, {"renamed": taken["id"], "new_name": "renamed"}),
-                 (reinsert, {k: v for k, v in clash.items() if k != "owner_id"})]  # a duplicate id: fails
+        renamed = {"renamed": taken["id"], "new_name": "renamed", "updated_at": utcnow()}
+        steps = [(LOCK_OWNER, {"owner_id": "owner_g"}), (rename, renamed),
+                 (reinsert, clash)]  # a duplicate id: fails
         with pytest.raises(IntegrityError):
             await fetch_dicts_in_transaction(writer, steps)
         return await submit(writer, fresh)  # the same single connection, usable again
@@ -222,10 +223,31 @@ def test_a_failing_statement_rolls_back_the_ones_before_it_and_the_connection_se
     assert name == [{"name": "plain"}]  # the rename before the failure was rolled back
 
 
-def test_two_values_for_one_parameter_are_refused(url: str) -> None:
+def test_each_statement_binds_its_own_values_and_answers_with_its_own_rows(url: str, engine: Engine) -> None:
+    """Two owners' locks and inserts in one transaction (what a group commit runs): the same parameter names, each
+    statement with its values; each insert counts the ones before it in the transaction against the cap."""
+    add_jobs(engine, "owner_p", 0)
+    add_jobs(engine, "owner_q", 4)  # two of them queued; cap 3: room for one more
+    first, second, third = submitted("owner_p"), submitted("owner_q"), submitted("owner_q")
+
+    async def work(writer: Any) -> Any:
+        return await fetch_each_in_transaction(writer, [
+            (LOCK_OWNER, {"owner_id": "owner_p"}), (LOCK_OWNER, {"owner_id": "owner_q"}),
+            *((insert_within_cap(False), values) for values in (first, second, third))])
+
+    locked_h, locked_i, one, two, three = writes(url, work)
+    assert locked_h == [{"id": "owner_p"}] and locked_i == [{"id": "owner_q"}]
+    assert [r["id"] for r in one] == [first["id"]] and one[0]["owner_id"] == "owner_p"
+    assert [r["id"] for r in two] == [second["id"]] and two[0]["owner_id"] == "owner_q"
+    assert three == []  # owner_q's third: the one inserted just before filled the cap
+
+
+def test_no_statements_or_a_missing_value_is_refused(url: str) -> None:
     async def work(writer: Any) -> None:
-        with pytest.raises(ValueError, match="'owner_id' has two values"):
-            await fetch_dicts_in_transaction(writer, [(LOCK_OWNER, {"owner_id": "a"}), (LOCK_OWNER, {"owner_id": "b"})])
+        with pytest.raises(ValueError, match="no statements"):
+            await fetch_each_in_transaction(writer, [])
+        with pytest.raises(ValueError, match="statement 1 has no value for parameter 'owner_id'"):
+            await fetch_each_in_transaction(writer, [(LOCK_OWNER, {"owner_id": "a"}), (LOCK_OWNER, {"id": "b"})])
 
     writes(url, work)
 

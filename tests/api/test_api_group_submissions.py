@@ -1,0 +1,76 @@
+"""Submissions that arrive together: on PostgreSQL they are committed together (api/group_commit.py), and each
+still gets the answer it would get alone. On SQLite each goes through the jobs service on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+
+import pytest
+
+from tests.api.conftest import SPEC, Api, ApiFactory
+
+pytestmark = pytest.mark.anyio
+CAP, EACH = 3, 8
+
+
+def transactions_observed(metrics: str) -> tuple[float, float]:
+    """(transactions, submissions in them) from narrownet_submissions_per_transaction."""
+    count = re.search(r"^narrownet_submissions_per_transaction_count (\S+)$", metrics, re.M)
+    total = re.search(r"^narrownet_submissions_per_transaction_sum (\S+)$", metrics, re.M)
+    assert count is not None and total is not None, metrics
+    return float(count.group(1)), float(total.group(1))
+
+
+async def test_submissions_arriving_together_each_get_their_own_answer_and_the_cap_holds_per_owner(
+        api_factory: ApiFactory) -> None:
+    async with api_factory(max_queued_jobs_per_user=CAP) as api:
+        users = [api.new_user("first"), api.new_user("second")]
+        for user in users:  # keys looked up and cached before the submissions leave together
+            assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+        answers = await asyncio.gather(*(
+            api.client.post("/v1/jobs", json={**SPEC, "name": f"together-{i}"}, headers=users[i % 2])
+            for i in range(2 * EACH)))
+        created = [a for a in answers if a.status_code == 201]
+        refused = [a for a in answers if a.status_code != 201]
+        assert len(created) == 2 * CAP, [a.text for a in answers]
+        assert {a.status_code for a in refused} == {429}
+        assert {a.json()["error"]["code"] for a in refused} == {"too_many_queued_jobs"}
+        # Each owner's created jobs are its own and within its cap.
+        owners = Counter(i % 2 for i, a in enumerate(answers) if a.status_code == 201)
+        assert owners == {0: CAP, 1: CAP}
+        for i, answer in enumerate(answers):
+            if answer.status_code == 201:
+                seen = await api.client.get(f"/v1/jobs/{answer.json()['id']}", headers=users[i % 2])
+                assert seen.status_code == 200 and seen.json()["name"] == f"together-{i}"
+        # Every created job was sent to the broker, once.
+        sent = [message.headers["argsrepr"] for message in api.drain_queue("cpu")]
+        assert sorted(sent) == sorted(f"['{a.json()['id']}']" for a in created)
+        metrics = (await api.client.get("/metrics", headers=users[0])).text
+        transactions, submissions = transactions_observed(metrics)
+        if api.runtime.engine.dialect.name == "postgresql":
+            # Every submission went through a group commit, and some shared a transaction.
+            assert submissions == 2 * EACH and transactions < submissions
+        else:
+            assert (transactions, submissions) == (0, 0)  # SQLite: the jobs service, one submission at a time
+
+
+async def test_a_group_with_a_used_idempotency_key_answers_the_replay_and_creates_the_rest(api: Api) -> None:
+    user = api.new_user()
+    first = await api.client.post("/v1/jobs", json=SPEC, headers={**user, "Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    answers = await asyncio.gather(
+        api.client.post("/v1/jobs", json=SPEC, headers={**user, "Idempotency-Key": "k-1"}),
+        *(api.client.post("/v1/jobs", json={**SPEC, "name": f"n-{i}"}, headers=user) for i in range(4)),
+        api.client.post("/v1/jobs", json=SPEC, headers={**user, "Idempotency-Key": "k-2"}),
+        api.client.post("/v1/jobs", json=SPEC, headers={**user, "Idempotency-Key": "k-2"}))
+    replay, *fresh, second, again = answers
+    assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert [a.status_code for a in fresh] == [201] * 4
+    # Two submissions of a new key in one group: one creates it, the other replays it.
+    assert sorted([second.status_code, again.status_code]) == [200, 201]
+    assert second.json()["id"] == again.json()["id"]
+    listed = (await api.client.get("/v1/jobs", headers=user)).json()
+    assert listed["total"] == 6
