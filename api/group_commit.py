@@ -9,7 +9,8 @@ one, as before.
 What one write sees is what it would see alone: `commit(batch)` runs the batch in one transaction, in order, and
 answers each write (api/services/job_writes.py: each insert counts the owner's queued jobs after the inserts
 before it in the batch). A batch that fails is run again one write at a time, so that each gets its own answer: an
-error one of them caused fails only that one, and one that fails them all (the database is gone) fails each.
+error one of them caused fails only that one. An error that every write would meet again (the database is gone)
+fails each of them at once.
 A caller that is cancelled does not cancel its write: it goes with its batch, and `commit` decides what happens
 after (the submissions are sent to their queues from there, whether or not their clients waited).
 """
@@ -39,10 +40,14 @@ class _Waiting(Generic[In, Out]):
 
 class GroupCommit(Generic[In, Out]):
     def __init__(self, commit: Callable[[Sequence[In]], Awaitable[Sequence[Out]]], *,
-                 max_batch: int = MAX_BATCH, observe: Callable[[int], None] = lambda size: None) -> None:
+                 max_batch: int = MAX_BATCH, observe: Callable[[int], None] = lambda size: None,
+                 one_may_cause: Callable[[Exception], bool] = lambda error: True) -> None:
         """`commit(batch)` writes a batch in one transaction and answers each of its writes, in order;
-        `observe(size)` hears of each transaction's number of writes before it starts."""
+        `observe(size)` hears of each transaction's number of writes before it starts. A group that fails with an
+        error for which `one_may_cause(error)` is false (every write would meet it again: the database is gone)
+        fails each of its writes at once instead of being written one by one."""
         self._commit = commit
+        self._one_may_cause = one_may_cause
         self._observe = observe
         self._max_batch = max_batch
         # Per event loop: futures and tasks belong to the loop they were made on.
@@ -91,9 +96,10 @@ class GroupCommit(Generic[In, Out]):
             if len(answers) != len(batch):
                 raise RuntimeError(f"{len(answers)} answers to {len(batch)} writes")
         except Exception as exc:  # noqa: BLE001 - each write gets its own answer below
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+            if len(batch) == 1 or not self._one_may_cause(exc):
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
                 return
             log.info("a group of %d writes failed (%s: %s); writing each alone", len(batch), type(exc).__name__, exc)
             for one in batch:

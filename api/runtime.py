@@ -112,7 +112,8 @@ class Runtime:
         )
         if write_engine is not None:
             runtime.plain_writes = GroupCommit(functools.partial(job_writes.commit_plain, runtime),
-                                               observe=metrics.submissions_per_transaction.observe)
+                                               observe=metrics.submissions_per_transaction.observe,
+                                               one_may_cause=job_writes.one_may_cause)
         return runtime
 
     @asynccontextmanager

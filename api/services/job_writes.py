@@ -25,8 +25,12 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from api.errors import DatabaseBusy
 from api.services import jobs, reuse
 from core.db.driver_reads import fetch_each_in_transaction
+from core.db.errors import is_unavailable
 from core.db.models import ApiKey, JobStatus
 from core.repositories.jobs import LOCK_OWNER, insert_within_cap
 from trainer.spec import DigitsData, JobSpec, Mnist5kData, SyntheticData
@@ -53,6 +57,13 @@ async def submit_plain(runtime: Runtime, owner: ApiKey, spec: JobSpec,
     params = {**values, "spec": json.dumps(values["spec"]), "status": JobStatus.QUEUED.value,
               "queued": JobStatus.QUEUED.value, "cap": runtime.settings.max_queued_jobs_per_user}
     return await runtime.plain_writes.write(params)
+
+
+def one_may_cause(error: Exception) -> bool:
+    """Whether a failed group of plain submissions is worth writing one by one: an error of one submission (a
+    constraint, a value) or of one owner (its lock not granted in time, a deadlock), not one that each would meet
+    again (no turn at the database or no pooled connection in time, the database unreachable)."""
+    return not isinstance(error, DatabaseBusy | PoolTimeoutError) and not is_unavailable(error)
 
 
 async def commit_plain(runtime: Runtime, batch: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from pathlib import Path
 
+import httpx
+import psycopg
 import pytest
+from sqlalchemy import select
 
-from tests.api.conftest import SPEC, Api, ApiFactory
+from api.app import create_app
+from core.db.models import ApiKey
+from tests.api.conftest import SPEC, Api, ApiFactory, make_settings
 
 pytestmark = pytest.mark.anyio
 CAP, EACH = 3, 8
@@ -74,3 +80,38 @@ async def test_a_group_with_a_used_idempotency_key_answers_the_replay_and_create
     assert second.json()["id"] == again.json()["id"]
     listed = (await api.client.get("/v1/jobs", headers=user)).json()
     assert listed["total"] == 6
+
+
+@pytest.mark.service
+async def test_an_owner_whose_lock_is_held_elsewhere_gets_503_and_the_others_in_its_group_are_created(
+        tmp_path: Path, postgres_database_url: str) -> None:
+    """A group waits for each of its owners' locks. Owner A's lock is held by another transaction past the lock
+    timeout: the group fails on it and is written one by one, so only A's submission gets 503 database_busy."""
+    app = create_app(make_settings(tmp_path, postgres_database_url, database_busy_timeout_seconds=0.5))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            api = Api(app=app, client=client)
+            held, free = api.new_user("held"), api.new_user("free")
+            for user in (held, free):
+                assert (await client.get("/v1/jobs", headers=user)).status_code == 200
+            with api.session() as session:
+                owner = session.scalars(select(ApiKey.id).where(ApiKey.name == "held")
+                                        .order_by(ApiKey.created_at.desc())).first()
+            assert owner is not None
+            blocker = await psycopg.AsyncConnection.connect(postgres_database_url.replace("+psycopg", ""))
+            try:
+                await blocker.execute("BEGIN")
+                await blocker.execute("SELECT id FROM api_keys WHERE id = %s FOR NO KEY UPDATE", (owner,))
+                answers = await asyncio.gather(*(
+                    client.post("/v1/jobs", json=SPEC, headers=user) for user in (free, held, free, free)))
+            finally:
+                await blocker.execute("ROLLBACK")
+                await blocker.close()
+            assert [a.status_code for a in answers] == [201, 503, 201, 201], [a.text for a in answers]
+            assert answers[1].json()["error"]["code"] == "database_busy"
+            transactions, submissions = transactions_observed((await client.get("/metrics", headers=free)).text)
+            assert submissions > transactions  # the held owner's submission did share a group with others
+            assert (await client.post("/v1/jobs", json=SPEC, headers=held)).status_code == 201  # released
+    finally:
+        await app.state.runtime.aclose()
+        app.state.runtime.close()

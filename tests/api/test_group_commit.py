@@ -7,9 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import psycopg
 import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from api.errors import DatabaseBusy
 from api.group_commit import GroupCommit
+from api.services import job_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +143,35 @@ async def test_a_transaction_cancelled_at_shutdown_fails_its_writes_and_the_wait
     assert all(isinstance(a, RuntimeError) and "shutting down" in str(a) for a in answers), answers
     commit.hold.set()
     assert await group.write("c") == "C"  # a later write starts afresh
+
+
+async def test_an_error_every_write_would_meet_again_fails_the_group_at_once() -> None:
+    commit = Recorder(fail_on=frozenset("b"))
+    group = GroupCommit(commit, one_may_cause=lambda error: False)
+    commit.hold.clear()
+    first = asyncio.ensure_future(group.write("a"))
+    await settle()
+    rest = [asyncio.ensure_future(group.write(item)) for item in "bc"]
+    await settle()
+    commit.hold.set()
+    answers = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert answers[0] == "A" and [str(a) for a in answers[1:]] == ["b is bad", "b is bad"]
+    assert commit.batches == [["a"], ["b", "c"]]  # not written again one by one
+
+
+def driver_error(error: psycopg.Error) -> DBAPIError:
+    """The error SQLAlchemy raises for a driver error (core.db.driver_reads raises the same)."""
+    return DBAPIError.instance("EXECUTE ...", [], error, psycopg.Error)
+
+
+@pytest.mark.parametrize(("error", "each_alone"), [
+    (driver_error(psycopg.errors.UniqueViolation("duplicate key")), True),  # one submission's value
+    (driver_error(psycopg.errors.LockNotAvailable("lock timeout")), True),  # one owner's lock, held elsewhere
+    (driver_error(psycopg.errors.DeadlockDetected("deadlock")), True),
+    (driver_error(psycopg.OperationalError("connection refused")), False),  # the database is gone for all
+    (DatabaseBusy(), False),  # no turn at the database: each would wait for one again
+    (PoolTimeoutError("QueuePool limit reached"), False),
+], ids=["constraint", "lock", "deadlock", "unreachable", "no-turn", "no-connection"])
+def test_a_failed_group_of_submissions_is_written_one_by_one_only_for_an_error_one_of_them_may_cause(
+        error: Exception, each_alone: bool) -> None:
+    assert job_writes.one_may_cause(error) is each_alone
