@@ -27,7 +27,10 @@ class ApiMetrics:
                                         registry=self.registry)
         self.submissions_per_transaction = Histogram(
             "narrownet_submissions_per_transaction",
-            "Plain submissions committed together in one transaction (PostgreSQL; api/group_commit.py)",
+            "Plain submissions committed together in one transaction (PostgreSQL; api/grouping.py)",
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
+        self.polls_per_read = Histogram(
+            "narrownet_job_polls_per_read", "GET /v1/jobs/{id} answered by one SELECT (PostgreSQL; api/grouping.py)",
             registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
 
 

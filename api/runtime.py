@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import DatabaseBusy
-from api.group_commit import GroupCommit
+from api.grouping import Grouped
 from api.observability import ApiMetrics
 from api.ratelimit import Limiter, RedisRateLimiter, make_limiter
 from api.sender import Sender
-from api.services import job_writes
+from api.services import job_reads, job_writes
 from api.services.job_events import JobEventHub
 from api.services.key_revocations import RedisMark, RevocationMark, revocation_mark
 from api.services.keys import KeyCache
@@ -62,8 +62,10 @@ class Runtime:
     sender: Sender  # new jobs to the broker, from the event loop (api/sender.py)
     pages: PageCache  # GET /v1/jobs pages, kept for a moment (api/services/page_cache.py)
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
-    # PostgreSQL: plain submissions, committed together when they arrive together (api/services/job_writes.py)
-    plain_writes: GroupCommit[dict[str, Any], dict[str, Any] | None] | None = None
+    # PostgreSQL: plain submissions committed together, and status polls read together, when they arrive together
+    # (api/grouping.py; api/services/job_writes.py, api/services/job_reads.py)
+    plain_writes: Grouped[dict[str, Any], dict[str, Any] | None] | None = None
+    job_reads: Grouped[tuple[str, str], dict[str, Any] | None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -111,9 +113,13 @@ class Runtime:
             metrics=metrics,
         )
         if write_engine is not None:
-            runtime.plain_writes = GroupCommit(functools.partial(job_writes.commit_plain, runtime),
-                                               observe=metrics.submissions_per_transaction.observe,
-                                               one_may_cause=job_writes.one_may_cause)
+            runtime.plain_writes = Grouped(functools.partial(job_writes.commit_plain, runtime),
+                                           observe=metrics.submissions_per_transaction.observe,
+                                           one_may_cause=job_writes.one_may_cause)
+        if read_engine is not None:
+            # A read fails for a reason each poll in its group would meet again.
+            runtime.job_reads = Grouped(functools.partial(job_reads.read_jobs, runtime),
+                                        observe=metrics.polls_per_read.observe, one_may_cause=lambda error: False)
         return runtime
 
     @asynccontextmanager
@@ -190,8 +196,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         """What close() cannot: the clients bound to the event loop."""
-        if self.plain_writes is not None:
-            await self.plain_writes.wait_idle()
+        for grouped in (self.plain_writes, self.job_reads):
+            if grouped is not None:
+                await grouped.wait_idle()
         for engine in (self.read_engine, self.write_engine):
             if engine is not None:
                 await engine.dispose()

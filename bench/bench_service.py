@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -151,8 +152,15 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
     return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own, db)
 
 
+def grouped_submissions(metrics: str) -> tuple[float, float]:
+    """(transactions, submissions in them) so far, from the API's narrownet_submissions_per_transaction."""
+    found = {name: float(value) for name, value in re.findall(
+        r"^narrownet_submissions_per_transaction_(count|sum) (\S+)$", metrics, re.M)}
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
 async def run_load(url: str, keys: list[str], duration: float, profiler: Profiler = NO_PROFILE,
-                   floor: bool = False) -> list[LoadResult]:
+                   floor: bool = False) -> tuple[list[LoadResult], tuple[float, float]]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
                                  timeout=30) for k in keys]
@@ -163,8 +171,11 @@ async def run_load(url: str, keys: list[str], duration: float, profiler: Profile
         # first phase that needs them does not pay for opening them.
         await asyncio.gather(*(c.get("/v1/jobs", params={"limit": 1}) for c in clients))
         health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200, profiler)
+        before = grouped_submissions((await clients[0].get("/metrics")).text)
         submit = await load("POST /v1/jobs", clients, duration, lambda c: c.post("/v1/jobs", json=TINY_SPEC),
                             201, profiler)
+        after = grouped_submissions((await clients[0].get("/metrics")).text)
+        groups = (after[0] - before[0], after[1] - before[1])
         mine = {id(c): (await c.get("/v1/jobs", params={"limit": 1})).json()["items"][0]["id"] for c in clients}
         get_one = await load("GET /v1/jobs/{id}", clients, duration, lambda c: c.get(f"/v1/jobs/{mine[id(c)]}"),
                              200, profiler)
@@ -178,7 +189,7 @@ async def run_load(url: str, keys: list[str], duration: float, profiler: Profile
         ] if floor else []
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return [health, submit, get_one, get_list, *floors]
+    return [health, submit, get_one, get_list, *floors], groups
 
 
 def parse_time(value: str) -> datetime:
@@ -278,8 +289,8 @@ def main() -> None:
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        results = asyncio.run(run_load(url, keys, args.duration, Profiler(api.pid, args.profile, db_name),
-                                       args.floor))
+        results, (transactions, grouped) = asyncio.run(run_load(
+            url, keys, args.duration, Profiler(api.pid, args.profile, db_name), args.floor))
         health, submit, get_one, get_list = results[:4]
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
         worker = start_process([sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
@@ -310,6 +321,8 @@ def main() -> None:
     print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f} (goal >= 0.5)   "
           f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")
+    print(f"submissions per transaction (group commit) in the POST phase: {grouped / max(1.0, transactions):.1f} "
+          f"({grouped:.0f} in {transactions:.0f} transactions)")
     print(f"GET /v1/jobs/{{id}} / healthz: {get_one.rate / health.rate:.3f}, GET /v1/jobs / healthz: "
           f"{get_list.rate / health.rate:.3f} (goal >= 0.7 each)")
     if args.floor:

@@ -10,32 +10,54 @@ the database (Runtime.database_turn), like every session does. A list page is ke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Response
 from pydantic import TypeAdapter
 
-from api.runtime import Runtime
 from api.schemas import JobOut, JobPage, JobRow
 from api.services import jobs
 from core.db.driver_reads import fetch_dicts
 from core.db.models import ApiKey, JobStatus
-from core.repositories.jobs import OWNED_JOB, JobFilters, owned_page_query
+from core.repositories.jobs import JOBS_WITH_IDS, OWNED_JOB, JobFilters, owned_page_query
+
+if TYPE_CHECKING:  # the runtime builds this module's grouped reads
+    from api.runtime import Runtime
 
 
 async def owned_job(runtime: Runtime, owner: ApiKey, job_id: str) -> JobRow:
-    """The caller's job; another user's job is as absent as one that never existed."""
+    """The caller's job; another user's job is as absent as one that never existed. On PostgreSQL, read with the
+    other polls that arrive meanwhile (read_jobs)."""
     if not jobs.valid_job_id(job_id):
         raise jobs.job_not_found(job_id)
-    async with runtime.database_turn():
-        if runtime.read_engine is None:
+    if runtime.job_reads is None:
+        async with runtime.database_turn():
             return await runtime.in_own_session(lambda session: jobs.get_job(session, owner, job_id))
-        rows = await fetch_dicts(runtime.read_engine, OWNED_JOB, {"job_id": job_id, "owner_id": owner.id})
-    if not rows:
+    row = await runtime.job_reads.run((owner.id, job_id))
+    if row is None:
         raise jobs.job_not_found(job_id)
-    return rows[0]
+    return row
+
+
+async def read_jobs(runtime: Runtime, polls: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+    """Status polls, (owner id, job id) each, in one SELECT of the jobs with those ids: each poll's row when the job
+    is its owner's, else None."""
+    assert runtime.read_engine is not None
+    async with runtime.database_turn():
+        if len(polls) == 1:
+            (owner_id, job_id), = polls
+            return [next(iter(await fetch_dicts(runtime.read_engine, OWNED_JOB,
+                                                {"job_id": job_id, "owner_id": owner_id})), None)]
+        rows = await fetch_dicts(runtime.read_engine, JOBS_WITH_IDS, {"ids": list({job_id for _, job_id in polls})})
+    found = {row["id"]: row for row in rows}
+    answers = []
+    for owner_id, job_id in polls:
+        row = found.get(job_id)
+        answers.append(row if row is not None and row["owner_id"] == owner_id else None)
+    return answers
 
 
 @dataclass

@@ -9,7 +9,7 @@ On PostgreSQL it is now a transaction on the runtime's asyncio write engine, str
 trip of prepared statements (core.db.driver_reads.fetch_each_in_transaction): the owner's queue lock, then an
 INSERT ... SELECT that adds the job only while the owner has fewer than max_queued_jobs_per_user queued
 (core.repositories.jobs.insert_within_cap). Submissions that arrive while one such transaction is in flight go
-together in the next (api/group_commit.py): each owner's lock, then each insert. The cap holds as it does for the
+together in the next (api/grouping.py): each owner's lock, then each insert. The cap holds as it does for the
 jobs service: each count runs under the lock, after every insert that committed before it and every insert before
 it in its own transaction. Once committed, the jobs are sent to their queues by the runtime's sender thread
 (api/sender.py), in one batch, as the service's after-commit hook would send them.
@@ -56,7 +56,7 @@ async def submit_plain(runtime: Runtime, owner: ApiKey, spec: JobSpec,
     # On the driver, past SQLAlchemy's type processing: JSON as the text it would write, an enum as its value.
     params = {**values, "spec": json.dumps(values["spec"]), "status": JobStatus.QUEUED.value,
               "queued": JobStatus.QUEUED.value, "cap": runtime.settings.max_queued_jobs_per_user}
-    return await runtime.plain_writes.write(params)
+    return await runtime.plain_writes.run(params)
 
 
 def one_may_cause(error: Exception) -> bool:

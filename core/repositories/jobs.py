@@ -14,7 +14,21 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Select, and_, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -237,6 +251,9 @@ def _conditions(owner_id: Any, given: dict[str, Any]) -> list[ColumnElement[bool
 # more than running it.
 OWNED_JOB = select(*core_table(Job).c).where(core_table(Job).c.id == bindparam("job_id"),
                                              core_table(Job).c.owner_id == bindparam("owner_id"))
+# PostgreSQL: the jobs of several status polls in one read (:ids a list); each poll keeps its owner's job only.
+JOBS_WITH_IDS = select(*core_table(Job).c).where(
+    core_table(Job).c.id == any_(bindparam("ids", type_=postgresql.ARRAY(core_table(Job).c.id.type))))
 
 
 @lru_cache(maxsize=64)

@@ -1,5 +1,5 @@
-"""Submissions that arrive together: on PostgreSQL they are committed together (api/group_commit.py), and each
-still gets the answer it would get alone. On SQLite each goes through the jobs service on its own."""
+"""Requests that arrive together: on PostgreSQL, submissions are committed together and status polls read together
+(api/grouping.py), and each still gets the answer it would get alone. On SQLite each goes on its own."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.anyio
 CAP, EACH = 3, 8
 
 
-def transactions_observed(metrics: str) -> tuple[float, float]:
-    """(transactions, submissions in them) from narrownet_submissions_per_transaction."""
-    count = re.search(r"^narrownet_submissions_per_transaction_count (\S+)$", metrics, re.M)
-    total = re.search(r"^narrownet_submissions_per_transaction_sum (\S+)$", metrics, re.M)
+def groups_observed(metrics: str, histogram: str = "narrownet_submissions_per_transaction") -> tuple[float, float]:
+    """(groups, requests in them) from one of the grouping histograms."""
+    count = re.search(rf"^{histogram}_count (\S+)$", metrics, re.M)
+    total = re.search(rf"^{histogram}_sum (\S+)$", metrics, re.M)
     assert count is not None and total is not None, metrics
     return float(count.group(1)), float(total.group(1))
 
@@ -54,7 +54,7 @@ async def test_submissions_arriving_together_each_get_their_own_answer_and_the_c
         sent = [message.headers["argsrepr"] for message in api.drain_queue("cpu")]
         assert sorted(sent) == sorted(f"['{a.json()['id']}']" for a in created)
         metrics = (await api.client.get("/metrics", headers=users[0])).text
-        transactions, submissions = transactions_observed(metrics)
+        transactions, submissions = groups_observed(metrics)
         if api.runtime.engine.dialect.name == "postgresql":
             # Every submission went through a group commit, and some shared a transaction.
             assert submissions == 2 * EACH and transactions < submissions
@@ -109,9 +109,47 @@ async def test_an_owner_whose_lock_is_held_elsewhere_gets_503_and_the_others_in_
                 await blocker.close()
             assert [a.status_code for a in answers] == [201, 503, 201, 201], [a.text for a in answers]
             assert answers[1].json()["error"]["code"] == "database_busy"
-            transactions, submissions = transactions_observed((await client.get("/metrics", headers=free)).text)
+            transactions, submissions = groups_observed((await client.get("/metrics", headers=free)).text)
             assert submissions > transactions  # the held owner's submission did share a group with others
             assert (await client.post("/v1/jobs", json=SPEC, headers=held)).status_code == 201  # released
     finally:
         await app.state.runtime.aclose()
         app.state.runtime.close()
+
+
+async def test_status_polls_arriving_together_each_see_their_own_job_and_nobody_elses(api: Api) -> None:
+    users = [api.new_user("first"), api.new_user("second")]
+    mine = [[(await api.client.post("/v1/jobs", json={**SPEC, "name": f"u{u}-{i}"}, headers=users[u])).json()["id"]
+             for i in range(3)] for u in range(2)]
+    polls = [(u, job_id) for u in range(2) for job_id in mine[u]]  # each their own
+    polls += [(0, mine[1][0]), (1, mine[0][1])]  # the other user's job: as absent as one that never was
+    polls += [(0, "0" * 32), (1, mine[1][2]), (0, mine[0][0])]  # an unknown id; the same job polled twice
+    answers = await asyncio.gather(*(api.client.get(f"/v1/jobs/{job_id}", headers=users[u]) for u, job_id in polls))
+    for (u, job_id), answer in zip(polls, answers, strict=True):
+        if job_id in mine[u]:
+            assert answer.status_code == 200 and answer.json()["id"] == job_id, answer.text
+            assert answer.json()["name"] == f"u{u}-{mine[u].index(job_id)}"
+        else:
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", answer.text
+    reads, polled = groups_observed((await api.client.get("/metrics", headers=users[0])).text,
+                                    "narrownet_job_polls_per_read")
+    if api.runtime.engine.dialect.name == "postgresql":
+        assert polled == len(polls) and reads < polled  # some polls shared a read
+    else:
+        assert (reads, polled) == (0, 0)
+
+
+async def test_a_poll_sees_a_cancel_that_committed_before_it_was_asked(api: Api) -> None:
+    """A poll that arrives while a read is in flight waits for the next one: it never gets an answer read before
+    it asked."""
+    user = api.new_user()
+    job_ids = [(await api.client.post("/v1/jobs", json=SPEC, headers=user)).json()["id"] for _ in range(4)]
+
+    async def poll_then_cancel_then_poll(job_id: str) -> str:
+        await api.client.get(f"/v1/jobs/{job_id}", headers=user)
+        assert (await api.client.post(f"/v1/jobs/{job_id}/cancel", headers=user)).status_code == 200
+        return str((await api.client.get(f"/v1/jobs/{job_id}", headers=user)).json()["status"])
+
+    background = [asyncio.ensure_future(api.client.get(f"/v1/jobs/{job_ids[0]}", headers=user)) for _ in range(20)]
+    assert await asyncio.gather(*(poll_then_cancel_then_poll(job_id) for job_id in job_ids)) == ["cancelled"] * 4
+    await asyncio.gather(*background)

@@ -1,0 +1,113 @@
+"""Requests that arrive while a round trip to the database is in flight go together in the next one: group commit
+for the plain submissions (api/services/job_writes.py), grouped reads for the status polls
+(api/services/job_reads.py).
+
+Each such round trip cost the API ~460 us (a submission's transaction) or ~150 us (a poll's SELECT) of Python
+however small it was: the pool's checkout and return, the driver's query and its waits on the socket, the results
+(bench/RESULTS.md). Under load, requests queue for the database anyway. Here the event loop keeps one round trip of
+a kind in flight at a time; what arrives meanwhile waits and goes in the next, up to MAX_GROUP together. Alone, a
+request goes at once, in a group of one, as before. A group starts after every request in it arrived: each sees
+everything that committed before it asked.
+
+`run_group(items)` answers each item of a group, in order, as it would answer it alone (a submission's insert
+counts its owner's queued jobs after the inserts before it in its transaction). A group that fails is run again one
+item at a time, so that each gets its own answer: an error one of them caused fails only that one. An error that
+each would meet again (the database is gone) fails each of them at once.
+A caller that is cancelled does not cancel its item: it goes with its group, and `run_group` decides what happens
+after (submissions are sent to their queues from there, whether or not their clients waited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+# Items per group: bounds one query and the wait of the first item in it.
+MAX_GROUP = 32
+
+
+@dataclass
+class _Waiting(Generic[In, Out]):
+    items: list[tuple[In, asyncio.Future[Out]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class Grouped(Generic[In, Out]):
+    def __init__(self, run_group: Callable[[Sequence[In]], Awaitable[Sequence[Out]]], *,
+                 max_group: int = MAX_GROUP, observe: Callable[[int], None] = lambda size: None,
+                 one_may_cause: Callable[[Exception], bool] = lambda error: True) -> None:
+        """`run_group(items)` answers each item, in order, in one round trip; `observe(size)` hears of each group's
+        size before it runs. A group that fails with an error for which `one_may_cause(error)` is false (each item
+        would meet it again: the database is gone) fails each of its items at once instead of running them one by
+        one."""
+        self._run_group = run_group
+        self._one_may_cause = one_may_cause
+        self._observe = observe
+        self._max_group = max_group
+        # Per event loop: futures and tasks belong to the loop they were made on.
+        self._loops: dict[asyncio.AbstractEventLoop, _Waiting[In, Out]] = {}
+
+    async def run(self, item: In) -> Out:
+        """`item` run with the others that wait for the same round trip; its answer, or its error."""
+        loop = asyncio.get_running_loop()
+        waiting = self._loops.setdefault(loop, _Waiting())
+        done: asyncio.Future[Out] = loop.create_future()
+        waiting.items.append((item, done))
+        if waiting.task is None:
+            waiting.task = loop.create_task(self._drain(loop, waiting))
+        return await asyncio.shield(done)
+
+    async def wait_idle(self) -> None:
+        """Return once no item of this event loop is waiting or in flight (for shutdown)."""
+        waiting = self._loops.get(asyncio.get_running_loop())
+        if waiting is not None and waiting.task is not None:
+            await asyncio.shield(waiting.task)
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting[In, Out]) -> None:
+        group: list[tuple[In, asyncio.Future[Out]]] = []
+        try:
+            while waiting.items:
+                group = waiting.items[:self._max_group]
+                del waiting.items[:self._max_group]
+                await self._run(group)
+        except BaseException:
+            # Cancelled (the loop is closing): nobody is left waiting for an answer that will not come. The group in
+            # flight may have committed or not; the ones waiting did not run.
+            for _, done in [*group, *waiting.items]:
+                if not done.done():
+                    done.set_exception(RuntimeError("the server shut down before the request was answered"))
+            waiting.items.clear()
+            raise
+        finally:
+            # No await since the loop's test: an item that arrives from now on starts a task of its own.
+            waiting.task = None
+            if not waiting.items:
+                self._loops.pop(loop, None)
+
+    async def _run(self, group: list[tuple[In, asyncio.Future[Out]]]) -> None:
+        self._observe(len(group))
+        try:
+            answers = list(await self._run_group([item for item, _ in group]))
+            if len(answers) != len(group):
+                raise RuntimeError(f"{len(answers)} answers to {len(group)} requests")
+        except Exception as exc:  # noqa: BLE001 - each item gets its own answer below
+            if len(group) == 1 or not self._one_may_cause(exc):
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                return
+            log.info("a group of %d failed (%s: %s); running each alone", len(group), type(exc).__name__, exc)
+            for one in group:
+                await self._run([one])
+            return
+        for (_, done), answer in zip(group, answers, strict=True):
+            if not done.done():
+                done.set_result(answer)
