@@ -152,15 +152,18 @@ async def load(name: str, clients: list[httpx.AsyncClient], duration: float,
     return LoadResult(name, len(latencies), errors, seconds, latencies, cpu, own, db)
 
 
-def grouped_submissions(metrics: str) -> tuple[float, float]:
-    """(transactions, submissions in them) so far, from the API's narrownet_submissions_per_transaction."""
-    found = {name: float(value) for name, value in re.findall(
-        r"^narrownet_submissions_per_transaction_(count|sum) (\S+)$", metrics, re.M)}
-    return found.get("count", 0.0), found.get("sum", 0.0)
+GROUPINGS = ("narrownet_submissions_per_transaction", "narrownet_job_polls_per_read")
+
+
+def groups_so_far(metrics: str) -> dict[str, tuple[float, float]]:
+    """Per grouping histogram of the API (api/grouping.py): (groups, requests in them) so far."""
+    found = {(name, part): float(value) for name, part, value in re.findall(
+        rf"^({'|'.join(GROUPINGS)})_(count|sum) (\S+)$", metrics, re.M)}
+    return {name: (found.get((name, "count"), 0.0), found.get((name, "sum"), 0.0)) for name in GROUPINGS}
 
 
 async def run_load(url: str, keys: list[str], duration: float, profiler: Profiler = NO_PROFILE,
-                   floor: bool = False) -> tuple[list[LoadResult], tuple[float, float]]:
+                   floor: bool = False) -> tuple[list[LoadResult], dict[str, tuple[float, float]]]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {k}"}, limits=limits,
                                  timeout=30) for k in keys]
@@ -171,14 +174,14 @@ async def run_load(url: str, keys: list[str], duration: float, profiler: Profile
         # first phase that needs them does not pay for opening them.
         await asyncio.gather(*(c.get("/v1/jobs", params={"limit": 1}) for c in clients))
         health = await load("GET /healthz", clients, duration, lambda c: c.get("/healthz"), 200, profiler)
-        before = grouped_submissions((await clients[0].get("/metrics")).text)
+        before = groups_so_far((await clients[0].get("/metrics")).text)
         submit = await load("POST /v1/jobs", clients, duration, lambda c: c.post("/v1/jobs", json=TINY_SPEC),
                             201, profiler)
-        after = grouped_submissions((await clients[0].get("/metrics")).text)
-        groups = (after[0] - before[0], after[1] - before[1])
         mine = {id(c): (await c.get("/v1/jobs", params={"limit": 1})).json()["items"][0]["id"] for c in clients}
         get_one = await load("GET /v1/jobs/{id}", clients, duration, lambda c: c.get(f"/v1/jobs/{mine[id(c)]}"),
                              200, profiler)
+        after = groups_so_far((await clients[0].get("/metrics")).text)
+        groups = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in GROUPINGS}
         get_list = await load("GET /v1/jobs", clients, duration, lambda c: c.get("/v1/jobs", params={"limit": 20}),
                               200, profiler)
         floors = [
@@ -289,7 +292,7 @@ def main() -> None:
         if not wait_http(f"{url}/readyz", api):
             raise SystemExit(f"the API did not become ready (see {home / 'api.log'})")
 
-        results, (transactions, grouped) = asyncio.run(run_load(
+        results, groups = asyncio.run(run_load(
             url, keys, args.duration, Profiler(api.pid, args.profile, db_name), args.floor))
         health, submit, get_one, get_list = results[:4]
         backlog = cancel_backlog(url, keys, redis.Redis(REDIS_HOST, REDIS_PORT, db=redis_db))
@@ -321,8 +324,9 @@ def main() -> None:
     print(f"\nsubmit / healthz throughput ratio: {submit.rate / health.rate:.3f} (goal >= 0.5)   "
           f"p50 latency ratio: {submit.pct(0.5) / health.pct(0.5):.1f}x   "
           f"p99 latency ratio: {submit.pct(0.99) / health.pct(0.99):.1f}x")
-    print(f"submissions per transaction (group commit) in the POST phase: {grouped / max(1.0, transactions):.1f} "
-          f"({grouped:.0f} in {transactions:.0f} transactions)")
+    for what, name in (("submissions per transaction", GROUPINGS[0]), ("polls per read", GROUPINGS[1])):
+        made, requests = groups[name]
+        print(f"{what} (api/grouping.py): {requests / max(1.0, made):.1f} ({requests:.0f} in {made:.0f})")
     print(f"GET /v1/jobs/{{id}} / healthz: {get_one.rate / health.rate:.3f}, GET /v1/jobs / healthz: "
           f"{get_list.rate / health.rate:.3f} (goal >= 0.7 each)")
     if args.floor:
