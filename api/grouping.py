@@ -2,9 +2,10 @@
 for the plain submissions (api/services/job_writes.py), grouped reads for the status polls
 (api/services/job_reads.py).
 
-Each such round trip cost the API ~460 us (a submission's transaction) or ~150 us (a poll's SELECT) of Python
-however small it was: the pool's checkout and return, the driver's query and its waits on the socket, the results
-(bench/RESULTS.md). Under load, requests queue for the database anyway. Here the event loop keeps one round trip of
+Each such round trip cost the API's Python the same however little it carried: the pool's checkout and return, the
+driver's query and its waits on the socket, the results. A submission's transaction: ~510 us of the API's CPU alone,
+~93 us each in a group of 16 (bench/bench_group_commit.py); a poll's SELECT was ~20% of its CPU under load (py-spy,
+bench/RESULTS.md). Under load, requests queue for the database anyway. Here the event loop keeps one round trip of
 a kind in flight at a time; what arrives meanwhile waits and goes in the next, up to MAX_GROUP together. Alone, a
 request goes at once, in a group of one, as before. A group starts after every request in it arrived: each sees
 everything that committed before it asked.

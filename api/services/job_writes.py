@@ -25,6 +25,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Executable
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.errors import DatabaseBusy
@@ -59,6 +60,13 @@ async def submit_plain(runtime: Runtime, owner: ApiKey, spec: JobSpec,
     return await runtime.plain_writes.run(params)
 
 
+def group_steps(batch: Sequence[dict[str, Any]]) -> tuple[list[tuple[Executable, dict[str, Any]]], int]:
+    """A group's statements (commit_plain) and how many of them, first, are owners' locks."""
+    owners = sorted({values["owner_id"] for values in batch})
+    return [*((LOCK_OWNER, {"owner_id": owner}) for owner in owners),
+            *((insert_within_cap(values["idempotency_key"] is not None), values) for values in batch)], len(owners)
+
+
 def one_may_cause(error: Exception) -> bool:
     """Whether a failed group of plain submissions is worth writing one by one: an error of one submission (a
     constraint, a value) or of one owner (its lock not granted in time, a deadlock), not one that each would meet
@@ -73,12 +81,10 @@ async def commit_plain(runtime: Runtime, batch: Sequence[dict[str, Any]]) -> lis
     Once committed, the jobs go to their queues, even if their clients have gone (the reconciler would, later).
     Each submission's row, or None when it inserted nothing (the cap, or a used Idempotency-Key)."""
     assert runtime.write_engine is not None
-    owners = sorted({values["owner_id"] for values in batch})
-    steps = [*((LOCK_OWNER, {"owner_id": owner}) for owner in owners),
-             *((insert_within_cap(values["idempotency_key"] is not None), values) for values in batch)]
+    steps, locks = group_steps(batch)
     async with runtime.database_turn():
         results = await fetch_each_in_transaction(runtime.write_engine, steps)
-    rows = [found[0] if found else None for found in results[len(owners):]]
+    rows = [found[0] if found else None for found in results[locks:]]
     created = [(row["id"], row["queue"]) for row in rows if row is not None]
     if created:
         await runtime.send_all(created)
