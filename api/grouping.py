@@ -8,7 +8,9 @@ driver's query and its waits on the socket, the results. A submission's transact
 bench/RESULTS.md). Under load, requests queue for the database anyway. Here the event loop keeps one round trip of
 a kind in flight at a time; what arrives meanwhile waits and goes in the next, up to MAX_GROUP together. Alone, a
 request goes at once, in a group of one, as before. A group starts after every request in it arrived: each sees
-everything that committed before it asked.
+everything that committed before it asked. A group still in flight after STALL_SECONDS (one of its submissions
+waits for a lock that another transaction holds) lets the next start beside it, so one slow group does not hold
+back every request behind it.
 
 `run_group(items)` answers each item of a group, in order, as it would answer it alone (a submission's insert
 counts its owner's queued jobs after the inserts before it in its transaction). A group that fails is run again one
@@ -33,6 +35,10 @@ Out = TypeVar("Out")
 
 # Items per group: bounds one query and the wait of the first item in it.
 MAX_GROUP = 32
+# A group in flight longer than this (waiting for a lock another transaction holds, say) no longer holds the next
+# one back: it starts beside it, up to MAX_IN_FLIGHT groups at once. A group usually takes a few milliseconds.
+STALL_SECONDS = 0.05
+MAX_IN_FLIGHT = 4
 
 
 @dataclass
@@ -44,12 +50,15 @@ class _Waiting(Generic[In, Out]):
 class Grouped(Generic[In, Out]):
     def __init__(self, run_group: Callable[[Sequence[In]], Awaitable[Sequence[Out]]], *,
                  max_group: int = MAX_GROUP, observe: Callable[[int], None] = lambda size: None,
-                 one_may_cause: Callable[[Exception], bool] = lambda error: True) -> None:
+                 one_may_cause: Callable[[Exception], bool] = lambda error: True,
+                 stall_seconds: float = STALL_SECONDS, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         """`run_group(items)` answers each item, in order, in one round trip; `observe(size)` hears of each group's
         size before it runs. A group that fails with an error for which `one_may_cause(error)` is false (each item
         would meet it again: the database is gone) fails each of its items at once instead of running them one by
-        one."""
+        one. A group in flight for `stall_seconds` lets the next start beside it, up to `max_in_flight` at once."""
         self._run_group = run_group
+        self._stall_seconds = stall_seconds
+        self._max_in_flight = max_in_flight
         self._one_may_cause = one_may_cause
         self._observe = observe
         self._max_group = max_group
@@ -73,16 +82,24 @@ class Grouped(Generic[In, Out]):
             await asyncio.shield(waiting.task)
 
     async def _drain(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting[In, Out]) -> None:
-        group: list[tuple[In, asyncio.Future[Out]]] = []
+        running: dict[asyncio.Task[None], list[tuple[In, asyncio.Future[Out]]]] = {}
         try:
-            while waiting.items:
-                group = waiting.items[:self._max_group]
-                del waiting.items[:self._max_group]
-                await self._run(group)
+            while waiting.items or running:
+                if waiting.items and len(running) < self._max_in_flight:
+                    group = waiting.items[:self._max_group]
+                    del waiting.items[:self._max_group]
+                    running[loop.create_task(self._run(group))] = group
+                # Until a group finishes, or the oldest has stalled long enough for the next to start beside it.
+                finished, _ = await asyncio.wait(running, timeout=self._stall_seconds,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    del running[task]
         except BaseException:
-            # Cancelled (the loop is closing): nobody is left waiting for an answer that will not come. The group in
+            # Cancelled (the loop is closing): nobody is left waiting for an answer that will not come. A group in
             # flight may have committed or not; the ones waiting did not run.
-            for _, done in [*group, *waiting.items]:
+            for task in running:
+                task.cancel()
+            for _, done in [*(item for group in running.values() for item in group), *waiting.items]:
                 if not done.done():
                     done.set_exception(RuntimeError("the server shut down before the request was answered"))
             waiting.items.clear()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -82,39 +85,74 @@ async def test_a_group_with_a_used_idempotency_key_answers_the_replay_and_create
     assert listed["total"] == 6
 
 
+@asynccontextmanager
+async def postgres_api(home: Path, url: str, **overrides: Any) -> AsyncIterator[Api]:
+    app = create_app(make_settings(home, url, **overrides))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            yield Api(app=app, client=client)
+    finally:
+        await app.state.runtime.aclose()
+        app.state.runtime.close()
+
+
+@asynccontextmanager
+async def owner_lock_held(api: Api, url: str, name: str) -> AsyncIterator[None]:
+    """The queue lock of the key named `name`, held by a transaction of another connection until the block ends."""
+    with api.session() as session:
+        owner = session.scalars(select(ApiKey.id).where(ApiKey.name == name)
+                                .order_by(ApiKey.created_at.desc())).first()
+    assert owner is not None
+    blocker = await psycopg.AsyncConnection.connect(url.replace("+psycopg", ""))
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT id FROM api_keys WHERE id = %s FOR NO KEY UPDATE", (owner,))
+        yield
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+
+
+async def keys_cached(api: Api, *users: dict[str, str]) -> None:
+    for user in users:
+        assert (await api.client.get("/v1/jobs", headers=user)).status_code == 200
+
+
 @pytest.mark.service
 async def test_an_owner_whose_lock_is_held_elsewhere_gets_503_and_the_others_in_its_group_are_created(
         tmp_path: Path, postgres_database_url: str) -> None:
     """A group waits for each of its owners' locks. Owner A's lock is held by another transaction past the lock
     timeout: the group fails on it and is written one by one, so only A's submission gets 503 database_busy."""
-    app = create_app(make_settings(tmp_path, postgres_database_url, database_busy_timeout_seconds=0.5))
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-            api = Api(app=app, client=client)
-            held, free = api.new_user("held"), api.new_user("free")
-            for user in (held, free):
-                assert (await client.get("/v1/jobs", headers=user)).status_code == 200
-            with api.session() as session:
-                owner = session.scalars(select(ApiKey.id).where(ApiKey.name == "held")
-                                        .order_by(ApiKey.created_at.desc())).first()
-            assert owner is not None
-            blocker = await psycopg.AsyncConnection.connect(postgres_database_url.replace("+psycopg", ""))
-            try:
-                await blocker.execute("BEGIN")
-                await blocker.execute("SELECT id FROM api_keys WHERE id = %s FOR NO KEY UPDATE", (owner,))
-                answers = await asyncio.gather(*(
-                    client.post("/v1/jobs", json=SPEC, headers=user) for user in (free, held, free, free)))
-            finally:
-                await blocker.execute("ROLLBACK")
-                await blocker.close()
-            assert [a.status_code for a in answers] == [201, 503, 201, 201], [a.text for a in answers]
-            assert answers[1].json()["error"]["code"] == "database_busy"
-            transactions, submissions = groups_observed((await client.get("/metrics", headers=free)).text)
-            assert submissions > transactions  # the held owner's submission did share a group with others
-            assert (await client.post("/v1/jobs", json=SPEC, headers=held)).status_code == 201  # released
-    finally:
-        await app.state.runtime.aclose()
-        app.state.runtime.close()
+    async with postgres_api(tmp_path, postgres_database_url, database_busy_timeout_seconds=0.5) as api:
+        held, free = api.new_user("held"), api.new_user("free")
+        await keys_cached(api, held, free)
+        async with owner_lock_held(api, postgres_database_url, "held"):
+            answers = await asyncio.gather(*(
+                api.client.post("/v1/jobs", json=SPEC, headers=user) for user in (free, held, free, free)))
+        assert [a.status_code for a in answers] == [201, 503, 201, 201], [a.text for a in answers]
+        assert answers[1].json()["error"]["code"] == "database_busy"
+        transactions, submissions = groups_observed((await api.client.get("/metrics", headers=free)).text)
+        assert submissions > transactions  # some submissions shared a group
+        assert (await api.client.post("/v1/jobs", json=SPEC, headers=held)).status_code == 201  # released
+
+
+@pytest.mark.service
+async def test_a_submission_waiting_for_a_held_lock_does_not_hold_back_the_ones_after_it(
+        tmp_path: Path, postgres_database_url: str) -> None:
+    """Its group stalls; the next group starts beside it (api/grouping.py STALL_SECONDS) instead of waiting up to
+    the lock timeout (5 s here) behind it."""
+    async with postgres_api(tmp_path, postgres_database_url, database_busy_timeout_seconds=5) as api:
+        held, free = api.new_user("held"), api.new_user("free")
+        await keys_cached(api, held, free)
+        async with owner_lock_held(api, postgres_database_url, "held"):
+            stuck = asyncio.ensure_future(api.client.post("/v1/jobs", json=SPEC, headers=held))
+            await asyncio.sleep(0.2)  # its group is in flight, waiting for the lock
+            later = await asyncio.wait_for(api.client.post("/v1/jobs", json=SPEC, headers=free), timeout=4)
+            assert later.status_code == 201, later.text
+            assert not stuck.done()
+        assert (await stuck).status_code == 201  # created once the lock was let go
+        listed = (await api.client.get("/v1/jobs", headers=held)).json()
+        assert listed["total"] == 1
 
 
 async def test_status_polls_arriving_together_each_see_their_own_job_and_nobody_elses(api: Api) -> None:
