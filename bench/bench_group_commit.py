@@ -16,41 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import secrets
+import sys
 import time
-from typing import Any
+from pathlib import Path
 
 import psycopg
 
-from api.services.job_writes import group_steps
-from core.db.driver_reads import driver_connection, fetch_each_in_transaction
-from core.db.migrate import upgrade
-from core.db.models import new_id, utcnow
-from core.db.session import make_loop_engine
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+from api.services.job_writes import group_steps  # noqa: E402
+from bench.bench_submit_tx import ADMIN_DSN, backend_cpu_seconds  # noqa: E402
+from bench.bench_submit_tx import params as submission  # noqa: E402  # insert_within_cap's, as the API binds them
+from core.db.driver_reads import driver_connection, fetch_each_in_transaction  # noqa: E402
+from core.db.migrate import upgrade  # noqa: E402
+from core.db.session import make_loop_engine  # noqa: E402
+
 SIZES = (1, 2, 4, 8, 16, 32)
 OWNERS = 16
-SPEC = json.dumps({"name": "bench", "regime": "constrained", "model": {"arch": "shallow", "width": 8},
-                   "data": {"source": "synthetic", "n": 16, "d": 4, "labels": "random", "seed": 0},
-                   "optim": {"name": "gd", "lr": 0.1, "iterations": 10}, "metrics_every": 10})
-
-
-def submission(owner: str) -> dict[str, Any]:
-    """insert_within_cap's parameters, as api/services/job_writes.py binds them."""
-    now = utcnow()
-    return {"id": new_id(), "owner_id": owner, "name": "bench", "regime": "constrained", "spec": SPEC,
-            "queue": "cpu", "status": "queued", "idempotency_key": None, "request_hash": "a" * 64,
-            "spec_hash": "b" * 64, "total_steps": 10, "attempt": 0, "step": 0, "cancel_requested": False,
-            "created_at": now, "updated_at": now, "queued": "queued", "cap": 10**9}
-
-
-def backend_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(url: str, submissions: int) -> dict[int, tuple[float, float]]:
