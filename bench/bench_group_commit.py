@@ -26,7 +26,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.services.job_writes import group_steps  # noqa: E402
-from bench.bench_submit_tx import ADMIN_DSN, backend_cpu_seconds  # noqa: E402
+from bench.bench_submit_tx import ADMIN_DSN, backend_cpu_seconds, ratio  # noqa: E402
 from bench.bench_submit_tx import params as submission  # noqa: E402  # insert_within_cap's, as the API binds them
 from core.db.driver_reads import driver_connection, fetch_each_in_transaction  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
@@ -93,8 +93,8 @@ def main() -> None:
     print("| submissions per transaction | this process, us each | / alone | PostgreSQL backend, us each | / alone |")
     print("|---:|---:|---:|---:|---:|")
     for size, (own, backend) in figures.items():
-        print(f"| {size} | {own * 1e6:.0f} | {own / base_own:.2f} | {backend * 1e6:.0f} | "
-              f"{backend / base_backend:.2f} |")
+        print(f"| {size} | {own * 1e6:.0f} | {ratio(own, base_own)} | {backend * 1e6:.0f} | "
+              f"{ratio(backend, base_backend)} |")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ def params(owner: str) -> dict[str, Any]:
             "created_at": now, "updated_at": now, "queued": "queued", "cap": 10**9}
 
 
+def ratio(value: float, base: float) -> str:
+    """value / base for a table cell; "-" where the baseline read 0, as a backend's CPU does on a short run that
+    stays under one clock tick (/proc counts in 10 ms ticks)."""
+    return f"{value / base:.2f}" if base > 0 else "-"
+
+
 def backend_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -138,9 +144,9 @@ def main() -> None:
     print("| way | this process, us | / pipeline | PostgreSQL backend, us | / pipeline | both, us | / pipeline |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for way, (own, backend) in figures.items():
-        print(f"| {way} | {own * 1e6:.0f} | {own / base_own:.2f} | {backend * 1e6:.0f} | "
-              f"{backend / base_backend:.2f} | {(own + backend) * 1e6:.0f} | "
-              f"{(own + backend) / (base_own + base_backend):.2f} |")
+        print(f"| {way} | {own * 1e6:.0f} | {ratio(own, base_own)} | {backend * 1e6:.0f} | "
+              f"{ratio(backend, base_backend)} | {(own + backend) * 1e6:.0f} | "
+              f"{ratio(own + backend, base_own + base_backend)} |")
 
 
 if __name__ == "__main__":
