@@ -8,7 +8,6 @@ to run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from celery import Celery
@@ -16,13 +15,13 @@ from kombu.entity import Exchange, Queue
 
 from core import broker_wake
 from core.db import sqlite
+from core.ids import is_plain_id
 from trainer.spec import JobSpec
 
 TASK_NAME = "narrownet.run_job"
 # A pack: several jobs (configs of one sweep) that train together as one vectorized program; args: [job ids].
 PACK_TASK_NAME = "narrownet.run_pack"
 QUEUES = ("cpu", "gpu")
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def queue_for(spec: JobSpec) -> str:
@@ -85,7 +84,7 @@ def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
 
 def _args_repr(job_id: str) -> str | None:
     """saferepr([job_id]) for an id of plain characters (every id the service makes); None lets Celery make it."""
-    return f"['{job_id}']" if _PLAIN_ID.fullmatch(job_id) else None
+    return f"['{job_id}']" if is_plain_id(job_id) else None
 
 
 def enqueue_jobs(app: Celery, jobs: Sequence[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ from core.artifacts.keys import dataset_key
 from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_rollback
 from core.db.models import ApiKey, Dataset, new_id
+from core.ids import is_plain_id
 from core.repositories import datasets as repo
 from core.settings import Settings
 from trainer.data import DataError, inspect_npz
@@ -24,7 +25,6 @@ from trainer.data import DataError, inspect_npz
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _name(given: str | None, filename: str | None) -> str:
@@ -79,7 +79,7 @@ def _forget(store: ArtifactStore, key: str) -> None:
 
 
 def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> Dataset:
-    dataset = repo.get_owned(session, owner.id, dataset_id) if _ID.match(dataset_id) else None
+    dataset = repo.get_owned(session, owner.id, dataset_id) if is_plain_id(dataset_id) else None
     if dataset is None:
         raise NotFound(f"no dataset {dataset_id[:64]!r}")
     return dataset

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from api.services import quota, reuse
 from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_commit
 from core.db.models import ApiKey, Job, JobStatus, new_id, utcnow
+from core.ids import is_plain_id
 from core.queue import queue_for
 from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
@@ -26,7 +26,6 @@ from trainer.spec import DatasetRef, JobSpec, NpzData
 Enqueue = Callable[[str, str], None]
 
 # Server-made ids are 32 hex characters; anything far off that is unknown without asking the database.
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def request_hash(spec: JobSpec, dumped: Mapping[str, Any] | None = None) -> str:
@@ -136,7 +135,7 @@ def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempot
 
 
 def valid_job_id(job_id: str) -> bool:
-    return _ID.match(job_id) is not None
+    return is_plain_id(job_id)
 
 
 def get_job(session: Session, owner: ApiKey, job_id: str) -> Job:

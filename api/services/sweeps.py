@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +21,7 @@ from api.sweep_schemas import BestConfig, Objective, PackOut, SweepCreated, Swee
 from core.artifacts.store import ArtifactStore
 from core.db.hooks import after_commit
 from core.db.models import ApiKey, Job, JobStatus, Sweep, new_id, utcnow
+from core.ids import is_plain_id
 from core.queue import queue_for
 from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as jobs_repo
@@ -34,7 +34,6 @@ from trainer.spec import DatasetRef, JobSpec
 
 EnqueuePack = Callable[[Sequence[str], str], None]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # How long a client over the queued-configs cap is told to wait: packs start as workers free up.
 
 
@@ -217,7 +216,7 @@ def _packs_of(session: Session, sweep: Sweep, configs: list[SweepConfigRow]) -> 
 # ---------------------------------------------------------------------------------------------------- read
 def get_sweep(session: Session, owner: ApiKey, sweep_id: str) -> Sweep:
     """The caller's sweep; another user's sweep is as absent as one that never existed."""
-    sweep = repo.get_owned(session, owner.id, sweep_id) if _ID.match(sweep_id) else None
+    sweep = repo.get_owned(session, owner.id, sweep_id) if is_plain_id(sweep_id) else None
     if sweep is None:
         raise NotFound(f"no sweep {sweep_id[:64]!r}")
     return sweep

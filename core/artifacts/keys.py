@@ -9,22 +9,22 @@ from __future__ import annotations
 import re
 
 from core.artifacts.errors import ArtifactNotFound
+from core.ids import is_plain_id
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
+_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 WEIGHTS_SUFFIX, META_SUFFIX = ".safetensors", ".json"
 MAX_KEY_CHARS = 256  # the relpath column's width
 
 
 def _id(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not is_plain_id(value):
         raise ValueError(f"{what} {value[:80]!r} is not a server-made id")
     return value
 
 
 def check_key(key: str) -> str:
     """`key` if it is one our functions could have made; ArtifactNotFound (a 410 to a client) otherwise."""
-    if len(key) > MAX_KEY_CHARS or not _KEY.match(key) or ".." in key.split("/"):
+    if len(key) > MAX_KEY_CHARS or not _KEY.fullmatch(key) or ".." in key.split("/"):
         raise ArtifactNotFound(f"{key[:80]!r} is not an artifact key")
     return key
 

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.artifacts.errors import ArtifactChanged, ArtifactMismatch, ArtifactNotFound, StoreUnavailable
+from core.artifacts.keys import dataset_key, job_prefix
 from core.artifacts.local import LocalStore
 from core.artifacts.s3 import MULTIPART_BYTES, S3Store
 from core.artifacts.store import ArtifactStore, store_for
@@ -21,7 +22,8 @@ from tests.s3 import Bucket
 
 KEY = "jobs/0123abcd/attempt-1/ckpt-000000100.safetensors"
 TRICKS = ["../secret.txt", "jobs/../../secret.txt", "/etc/passwd", "jobs//x", "jobs/./x", "jobs\\..\\x",
-          "x\x00.npz", "", ".hidden", "jobs/%2e%2e/x", "a" * 300, "~root/x", "jobs/x/"]
+          "x\x00.npz", "", ".hidden", "jobs/%2e%2e/x", "a" * 300, "~root/x", "jobs/x/",
+          "jobs/x\n"]  # `$` alone would let a trailing newline through
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -203,3 +205,13 @@ class TestTheOneSetting:
     def test_a_bad_url_is_refused_naming_the_setting(self, url: str, tmp_path: Path) -> None:
         with pytest.raises(ValidationError, match="artifact_url"):
             Settings(home=tmp_path, artifact_url=url)
+
+
+def test_a_key_is_built_only_from_a_whole_server_made_id() -> None:
+    assert job_prefix("a" * 64) == f"jobs/{'a' * 64}/"
+    assert dataset_key("Ab_9-z") == "datasets/Ab_9-z.npz"
+    for bad in ("abc\n", "", "a" * 65, "a/b", "a.b", "../x"):
+        with pytest.raises(ValueError, match="not a server-made id"):
+            job_prefix(bad)
+        with pytest.raises(ValueError, match="not a server-made id"):
+            dataset_key(bad)
