@@ -24,12 +24,12 @@ from trainer.data import DataError, inspect_npz
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # matched whole: `$` lets a trailing newline by
 
 
 def _name(given: str | None, filename: str | None) -> str:
     if given is not None:
-        if not _NAME.match(given):
+        if not _NAME.fullmatch(given):
             raise InvalidInput([("name", "1-128 characters: letters, digits, '.', '_' or '-', starting with a "
                                  "letter or digit")])
         return given

@@ -31,14 +31,14 @@ if TYPE_CHECKING:
 MULTIPART_BYTES = 8 << 20
 # Short enough that an API request needing a store that is down answers 503 within seconds.
 CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, ATTEMPTS = 3.0, 20.0, 2
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 
 
 def parse_url(url: str) -> tuple[str, str]:
     """s3://bucket[/prefix] -> (bucket, prefix without surrounding slashes); ValueError naming the problem."""
     parts = urlsplit(url)
-    if parts.scheme != "s3" or not _BUCKET.match(parts.netloc) or parts.query or parts.fragment:
+    if parts.scheme != "s3" or not _BUCKET.fullmatch(parts.netloc) or parts.query or parts.fragment:
         raise ValueError("expected s3://bucket or s3://bucket/prefix (a bucket name of 3-63 lowercase letters, "
                          "digits, '.' or '-')")
     prefix = parts.path.strip("/")

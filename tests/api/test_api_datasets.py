@@ -129,10 +129,11 @@ class TestUpload:
                                         files={"other": ("a.npz", regression())}, headers=user)
         assert no_file.status_code == 422
         assert no_file.json()["error"]["fields"][0]["field"] == "other"
-        bad_name = await api.client.post("/v1/datasets", data={"name": "../x"},
-                                         files={"file": ("a.npz", regression())}, headers=user)
-        assert bad_name.status_code == 422
-        assert bad_name.json()["error"]["fields"][0]["field"] == "name"
+        for name in ("../x", "x\n"):
+            bad_name = await api.client.post("/v1/datasets", data={"name": name},
+                                             files={"file": ("a.npz", regression())}, headers=user)
+            assert bad_name.status_code == 422, name
+            assert bad_name.json()["error"]["fields"][0]["field"] == "name"
         two_files = await api.client.post("/v1/datasets", headers=user, files=[
             ("file", ("a.npz", regression())), ("file", ("b.npz", regression()))])
         assert two_files.status_code == 422
