@@ -75,15 +75,16 @@ class Runtime:
                              pool_size=settings.api_db_concurrency + 4,
                              ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS,
                              # No request waits longer for a row lock than for the database as a whole.
-                             lock_timeout_seconds=busy_timeout)
+                             lock_timeout_seconds=busy_timeout, application_name="narrownet-api")
         sessions = sessionmaker(bind=engine, expire_on_commit=False)
         read_engine = make_loop_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                                        pool_size=settings.api_db_concurrency,
-                                       ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS)
+                                       ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS,
+                                       application_name="narrownet-api-reads")
         write_engine = make_loop_engine(settings.resolved_database_url, busy_timeout=busy_timeout,
                                         pool_size=settings.api_db_concurrency,
                                         ping_after_idle_seconds=PING_AFTER_IDLE_SECONDS, read_only=False,
-                                        lock_timeout_seconds=busy_timeout)
+                                        lock_timeout_seconds=busy_timeout, application_name="narrownet-api-writes")
 
         def secret() -> str:
             if settings.session_secret is not None:

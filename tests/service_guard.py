@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -60,6 +61,19 @@ def temporary_postgres_database(prefix: str = "narrownet_test") -> Iterator[str]
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def connections_by_name(database_url: str) -> Counter[str]:
+    """Connections to the database of `database_url` (one of temporary_postgres_database's), counted by the
+    application_name they gave."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    database = make_url(database_url).database
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        rows = admin.execute("SELECT application_name FROM pg_stat_activity WHERE datname = %s",
+                             (database,)).fetchall()
+    return Counter(name for (name,) in rows)
 
 
 CLAIM_KEY = "narrownet:test-claim"

@@ -31,7 +31,7 @@ from tests.compose.compose_file import (
     started_services,
     variables_read,
 )
-from tests.service_guard import require_service, temporary_postgres_database
+from tests.service_guard import connections_by_name, require_service, temporary_postgres_database
 
 COMPOSE = load(env_example())  # what a user who copied .env.example to .env gets
 SERVICES = COMPOSE["services"]
@@ -315,6 +315,9 @@ def test_the_services_commands_and_readmes_first_key_command_run_a_job_as_proces
         assert checkpoint.status_code == 200
         assert hashlib.sha256(checkpoint.content).hexdigest() == checkpoint.headers["X-Checkpoint-SHA256"]
         assert list((tmp_path / "artifacts").rglob("*.safetensors")), "checkpoints go to the artifacts volume"
+        # Each process names its connections, so that whoever sizes max_connections sees who holds which.
+        assert set(connections_by_name(local_servers[0])) >= {
+            "narrownet-api", "narrownet-api-reads", "narrownet-api-writes", "narrownet-worker", "narrownet-reconciler"}
     finally:
         stop_all(processes.values())
 

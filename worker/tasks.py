@@ -11,7 +11,7 @@ from celery import Task
 from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from core.artifacts.store import get_artifact_store
-from core.db.session import get_engine, get_sessionmaker
+from core.db.session import name_connections
 from core.queue import PACK_TASK_NAME, TASK_NAME
 from core.settings import get_settings
 from worker.celery_app import celery_app
@@ -40,6 +40,7 @@ def _quiet_task_trace(**_: object) -> None:
 
 @worker_init.connect
 def _remember_pool_size(sender: object, **_: object) -> None:
+    name_connections("narrownet-worker")  # a solo or threaded pool runs jobs in this process
     global _pool_size
     concurrency = getattr(sender, "concurrency", 1)
     _pool_size = concurrency if isinstance(concurrency, int) else 1
@@ -48,8 +49,7 @@ def _remember_pool_size(sender: object, **_: object) -> None:
 @worker_process_init.connect
 def _init_pool_process(**_: object) -> None:
     # A forked pool child must not share the parent's database connections, nor its HTTP pool to the store.
-    get_sessionmaker.cache_clear()
-    get_engine.cache_clear()
+    name_connections("narrownet-worker")  # drops the inherited engine as well
     get_artifact_store.cache_clear()
     global _job_thread_cap
     # torch would start one thread per core in every pool process: N processes on N cores oversubscribe.

@@ -33,7 +33,7 @@ POSTGRES_POOL_SIZE, POSTGRES_POOL_OVERFLOW = 10, 20
 
 def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_SECONDS,
                 pool_size: int | None = None, ping_after_idle_seconds: float = 0.0,
-                lock_timeout_seconds: float | None = None) -> Engine:
+                lock_timeout_seconds: float | None = None, application_name: str = "narrownet") -> Engine:
     """An engine whose waits (for a pooled connection, SQLite's write lock) end after `busy_timeout` seconds.
 
     `pool_size`: connections kept open (default: per backend), plus the backend's overflow.
@@ -42,6 +42,8 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
     server went away since, its first error invalidates the whole pool.
     `lock_timeout_seconds` (PostgreSQL): every statement on these connections waits at most this long for a lock
     (then lock_not_available); lock_wait_bound() tells what a connection has, so callers skip their SET LOCAL.
+    `application_name` (PostgreSQL): what pg_stat_activity shows for these connections, so that whoever sizes
+    max_connections sees which part of the service holds which.
     """
     url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
@@ -50,7 +52,7 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
         return create_engine(url, connect_args=sqlite.connect_args(busy_timeout),
                              pool_size=pool_size or SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW,
                              pool_timeout=busy_timeout)
-    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": application_name}
     if lock_timeout_seconds is not None:
         connect_args["options"] = f"-c lock_timeout={lock_timeout_ms(lock_timeout_seconds)}"
     engine = create_engine(url, pool_pre_ping=ping_after_idle_seconds <= 0, pool_size=pool_size or POSTGRES_POOL_SIZE,
@@ -69,7 +71,8 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
 
 def make_loop_engine(url: str, *, busy_timeout: float, pool_size: int,
                      ping_after_idle_seconds: float = 0.0, read_only: bool = True,
-                     lock_timeout_seconds: float | None = None) -> AsyncEngine | None:
+                     lock_timeout_seconds: float | None = None,
+                     application_name: str = "narrownet") -> AsyncEngine | None:
     """PostgreSQL: an asyncio engine for the API's hottest statements, which then cost no trip to a worker thread;
     None for SQLite, whose statements stay on the threaded engine. Autocommit: a statement commits on its own (no
     BEGIN and COMMIT round trips around one SELECT), and a transaction is opened only where one is asked for.
@@ -88,7 +91,8 @@ def make_loop_engine(url: str, *, busy_timeout: float, pool_size: int,
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=ping_after_idle_seconds <= 0,
                                  json_deserializer=pydantic_core.from_json,
                                  pool_size=pool_size, max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
-                                 connect_args={"connect_timeout": 5, "options": " ".join(options)})
+                                 connect_args={"connect_timeout": 5, "options": " ".join(options),
+                                               "application_name": application_name})
     if ping_after_idle_seconds > 0:
         _ping_after_idle(engine.sync_engine, ping_after_idle_seconds)
     return engine
@@ -143,10 +147,23 @@ def begin_write(session: Session) -> None:
         # Sent through SQLAlchemy, so that a lock not granted in time is its OperationalError like any other.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+_application_name = "narrownet"
+
+
+def name_connections(application_name: str) -> None:
+    """What this process's get_engine() calls its PostgreSQL connections ("narrownet-worker", ...): set by an entry
+    point before its first session; an engine made before is dropped, so the next one carries the name."""
+    global _application_name
+    _application_name = application_name
+    get_sessionmaker.cache_clear()
+    get_engine.cache_clear()
+
+
 @lru_cache
 def get_engine() -> Engine:
     settings = get_settings()
-    return make_engine(settings.resolved_database_url, busy_timeout=settings.database_busy_timeout_seconds)
+    return make_engine(settings.resolved_database_url, busy_timeout=settings.database_busy_timeout_seconds,
+                       application_name=_application_name)
 
 
 @lru_cache

@@ -100,12 +100,13 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, print
     import signal
     import threading
 
-    from core.db.session import get_sessionmaker
+    from core.db.session import get_sessionmaker, name_connections
     from core.queue import enqueue_job, enqueue_pack, make_celery
     from worker.reconciler import reconcile_once, run_reconciler
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name_connections("narrownet-reconciler")
     producer = make_celery(settings.resolved_broker_url, busy_timeout=settings.database_busy_timeout_seconds)
 
     def enqueue(job_id: str, queue: str) -> None:
