@@ -101,7 +101,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class EmptiedByWrites:
     """Calls `empty` (the list cache's, api/services/page_cache.py) when a request that may write answers, before
     its answer starts, and again when it ends: a client that got the answer to its write never reads a page from
-    before it. Every write has committed by then (CommittingRoute commits before it answers)."""
+    before it. Every write has committed by then (CommittingRoute commits before it answers). A request answered
+    401 ran nothing under any key, so it empties nothing: a stream of them cannot keep every list cold."""
 
     def __init__(self, app: ASGIApp, *, empty: Callable[[], None]) -> None:
         self.app = app
@@ -112,12 +113,18 @@ class EmptiedByWrites:
             await self.app(scope, receive, send)
             return
 
+        unauthenticated = False
+
         async def emptied_first(message: Message) -> None:
+            nonlocal unauthenticated
             if message["type"] == "http.response.start":
-                self.empty()
+                unauthenticated = message["status"] == 401
+                if not unauthenticated:
+                    self.empty()
             await send(message)
 
         try:
             await self.app(scope, receive, emptied_first)
         finally:
-            self.empty()  # also when it failed before answering
+            if not unauthenticated:
+                self.empty()  # also when it failed before answering

@@ -3,7 +3,7 @@
 
 The consistency this gives (README, Configuration: NARROWNET_API_LIST_CACHE_SECONDS):
 - a write made through this API process is seen by the next list it answers: every request that may write (any
-  method but GET, HEAD and OPTIONS) empties the cache before its answer starts (api/middleware.py,
+  method but GET, HEAD and OPTIONS, unless answered 401) empties the cache before its answer starts (api/middleware.py,
   EmptiedByWrites), and a page read while it ran is not kept (the epoch of `ticket` moved on);
 - a change made elsewhere (the worker's progress and results, the reconciler, another API process) shows within
   `seconds`, the life of a page;

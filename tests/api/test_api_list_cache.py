@@ -66,6 +66,20 @@ class TestKeptPages:
             statuses = {j["id"]: j["status"] for j in (await listed(api, user))["items"]}
             assert statuses == {first_id: "cancelled", second_id: "queued"}
 
+    async def test_a_write_refused_for_want_of_a_key_leaves_the_pages_kept(self, api_factory: ApiFactory) -> None:
+        async with api_factory(api_list_cache_seconds=60) as api:
+            user = api.new_user()
+            job_id = await submit(api, user)
+            first = await listed(api, user)
+            api.update_job(job_id, step=7)  # not through the API: only an emptied cache would show it
+            for headers in ({}, {"Authorization": "Bearer nn_not-a-key"}):
+                refused = await api.client.post("/v1/jobs", json=SPEC, headers=headers)
+                assert refused.status_code == 401
+            assert await listed(api, user) == first
+            # An authenticated write, even one refused, still empties them.
+            assert (await api.client.post("/v1/jobs", json={}, headers=user)).status_code == 422
+            assert (await listed(api, user))["items"][0]["step"] == 7
+
     async def test_each_owner_has_pages_of_their_own(self, api_factory: ApiFactory) -> None:
         async with api_factory(api_list_cache_seconds=60) as api:
             alice, bob = api.new_user("alice"), api.new_user("bob")
