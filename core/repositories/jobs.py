@@ -257,24 +257,27 @@ JOBS_WITH_IDS = select(*core_table(Job).c).where(
 
 
 @lru_cache(maxsize=64)
-def _page_statement(names: tuple[str, ...]) -> Select[Any]:
-    table = core_table(Job)
-    return (select(*table.c, func.count().over().label("total"))
-            .where(*_conditions(bindparam("owner_id"), {name: bindparam(name) for name in names}))
-            .order_by(table.c.created_at.desc(), table.c.id.desc())
-            .limit(bindparam("limit")).offset(bindparam("offset")))
-
-
-@lru_cache(maxsize=64)
 def _count_statement(names: tuple[str, ...]) -> Select[Any]:
     return (select(func.count()).select_from(core_table(Job))
             .where(*_conditions(bindparam("owner_id"), {name: bindparam(name) for name in names})))
 
 
+@lru_cache(maxsize=64)
+def _page_statement(names: tuple[str, ...]) -> Select[Any]:
+    # The total as an uncorrelated subquery, counted once: the page itself then stops after its LIMIT. A window
+    # count (count(*) OVER ()) made the page read every matching row first: 74 ms against 3.6 ms for an owner of
+    # 100,000 jobs (bench/bench_list_page.py).
+    table = core_table(Job)
+    return (select(*table.c, _count_statement(names).scalar_subquery().label("total"))
+            .where(*_conditions(bindparam("owner_id"), {name: bindparam(name) for name in names}))
+            .order_by(table.c.created_at.desc(), table.c.id.desc())
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+
+
 def owned_page_query(owner_id: str, filters: JobFilters) -> tuple[Select[Any], Select[Any], dict[str, Any]]:
     """(page statement, count statement, their parameters without limit and offset). The page: the owner's
-    filtered jobs newest first, as rows of the table's columns plus `total`, a window count over the filtered set
-    (one query, not two). The count alone answers for a page past the end, which says nothing about the total."""
+    filtered jobs newest first, as rows of the table's columns plus `total`, the filtered set's count (one query,
+    not two). The count alone answers for a page past the end, which says nothing about the total."""
     given = _given(filters)
     names = tuple(given)
     return _page_statement(names), _count_statement(names), {"owner_id": owner_id, **given}
