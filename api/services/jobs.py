@@ -25,8 +25,6 @@ from trainer.spec import DatasetRef, JobSpec, NpzData
 
 Enqueue = Callable[[str, str], None]
 
-# Server-made ids are 32 hex characters; anything far off that is unknown without asking the database.
-
 
 def request_hash(spec: JobSpec, dumped: Mapping[str, Any] | None = None) -> str:
     """Digest of the validated spec: bodies that differ only in spelled-out defaults are the same job. `dumped`:
@@ -135,6 +133,7 @@ def _insert(session: Session, owner: ApiKey, spec: JobSpec, digest: str, idempot
 
 
 def valid_job_id(job_id: str) -> bool:
+    """Server-made ids are 32 hex characters; anything far off that is unknown without asking the database."""
     return is_plain_id(job_id)
 
 

@@ -34,8 +34,6 @@ from trainer.spec import DatasetRef, JobSpec
 
 EnqueuePack = Callable[[Sequence[str], str], None]
 
-# How long a client over the queued-configs cap is told to wait: packs start as workers free up.
-
 
 @dataclass(frozen=True)
 class Pack:

@@ -52,7 +52,7 @@ def make_engine(url: str, *, busy_timeout: float = sqlite.DEFAULT_BUSY_TIMEOUT_S
         return create_engine(url, connect_args=sqlite.connect_args(busy_timeout),
                              pool_size=pool_size or SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW,
                              pool_timeout=busy_timeout)
-    connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": application_name}
+    connect_args: dict[str, Any] = {"connect_timeout": 5, **_named(url, application_name)}
     if lock_timeout_seconds is not None:
         connect_args["options"] = f"-c lock_timeout={lock_timeout_ms(lock_timeout_seconds)}"
     engine = create_engine(url, pool_pre_ping=ping_after_idle_seconds <= 0, pool_size=pool_size or POSTGRES_POOL_SIZE,
@@ -92,10 +92,15 @@ def make_loop_engine(url: str, *, busy_timeout: float, pool_size: int,
                                  json_deserializer=pydantic_core.from_json,
                                  pool_size=pool_size, max_overflow=POSTGRES_POOL_OVERFLOW, pool_timeout=busy_timeout,
                                  connect_args={"connect_timeout": 5, "options": " ".join(options),
-                                               "application_name": application_name})
+                                               **_named(url, application_name)})
     if ping_after_idle_seconds > 0:
         _ping_after_idle(engine.sync_engine, ping_after_idle_seconds)
     return engine
+
+
+def _named(url: str, application_name: str) -> dict[str, str]:
+    # A name given in the URL (?application_name=...) is the operator's, and stays.
+    return {} if "application_name" in make_url(url).query else {"application_name": application_name}
 
 
 _LOCK_TIMEOUT_MS = "narrownet.lock_timeout_ms"
@@ -146,6 +151,7 @@ def begin_write(session: Session) -> None:
     if isinstance(dbapi_connection, sqlite.SerializedWrites) and not dbapi_connection.in_transaction:
         # Sent through SQLAlchemy, so that a lock not granted in time is its OperationalError like any other.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
 
 _application_name = "narrownet"
 

@@ -3,6 +3,7 @@ ping_after_idle_seconds): a connection the server dropped while it idled is repl
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from core.db.session import make_engine
+from core.db.session import make_engine, make_loop_engine
 from tests.service_guard import temporary_postgres_database
 
 pytestmark = pytest.mark.service
@@ -132,3 +133,24 @@ def test_the_read_engine_sees_each_commit_at_once_and_the_server_refuses_its_wri
             assert connection.scalar(text("SELECT count(*) FROM read_engine_probe")) == 1
     finally:
         plain.dispose()
+
+
+def test_connections_carry_the_name_they_are_given_unless_the_url_names_them(url: str) -> None:
+    async def loop_name(engine_url: str) -> str:
+        engine = make_loop_engine(engine_url, busy_timeout=5, pool_size=1, application_name="narrownet-api-reads")
+        assert engine is not None
+        try:
+            async with engine.connect() as connection:
+                return str(await connection.scalar(text("SHOW application_name")))
+        finally:
+            await engine.dispose()
+
+    for engine_url, expected in ((url, "narrownet-api"), (f"{url}?application_name=ops-named", "ops-named")):
+        engine = make_engine(engine_url, application_name="narrownet-api")
+        try:
+            with engine.connect() as connection:
+                assert connection.scalar(text("SHOW application_name")) == expected
+        finally:
+            engine.dispose()
+    assert asyncio.run(loop_name(url)) == "narrownet-api-reads"
+    assert asyncio.run(loop_name(f"{url}?application_name=ops-named")) == "ops-named"
