@@ -28,10 +28,13 @@ async def test_a_burst_of_new_clients_stays_within_the_connection_budget_and_a_s
         users = [api.new_user(f"user-{i}") for i in range(CLIENTS)]
         done = asyncio.Event()
 
+        def note(counts: Counter[str]) -> None:
+            for name, count in counts.items():
+                peak[name] = max(peak[name], count)
+
         async def watch() -> None:
             while not done.is_set():
-                for name, count in (await asyncio.to_thread(connections_by_name, database_url)).items():
-                    peak[name] = max(peak[name], count)
+                note(await asyncio.to_thread(connections_by_name, database_url))
                 await asyncio.sleep(0.005)
 
         async def client(user: dict[str, str], i: int) -> None:
@@ -47,6 +50,7 @@ async def test_a_burst_of_new_clients_stays_within_the_connection_budget_and_a_s
         await asyncio.gather(*(client(user, i) for i, user in enumerate(users)))
         done.set()
         await watcher
+        note(connections_by_name(database_url))  # and what the pools keep once it is over
         assert set(peak) == NAMES, peak  # every connection says which pool it is
         assert peak["narrownet-api-reads"] <= CONCURRENCY, peak  # polls and pages: one per turn at the database
         assert peak["narrownet-api-writes"] <= min(CONCURRENCY, MAX_IN_FLIGHT), peak  # a group per connection
