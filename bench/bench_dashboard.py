@@ -3,6 +3,7 @@ measured in the same run. Starts its own app (uvicorn in a thread, the embedded 
 dir) and drives Debian's Chromium with Playwright. Run:
 
     .venv/bin/python bench/bench_dashboard.py [--jobs 10000] [--runs 50] [--points 10000] [--sections 1,2,3,4,5,6]
+                                              [--postgres]
 
   1. jobs page: GET /ui/jobs (first page, server-rendered) and GET /v1/jobs?limit=50 for an owner of --jobs
      jobs vs an owner of 10 jobs (median of 30 requests, server time seen by an HTTP client on loopback).
@@ -10,6 +11,8 @@ dir) and drives Debian's Chromium with Playwright. Run:
      (points=2400) vs full resolution.
   3. browser: /ui/compare with --runs jobs (fetch + align + first draw, measured in the page) vs 1 job; and
      uPlot alone drawing --runs x --points points at full resolution vs 1 x --points.
+     2 and 3 run twice: reading the runs' points one by one, then once their series are packed (as a finished
+     job's are), with the ratio packed / points.
   4. live latency: a point stored by a writer (as a worker does) until it arrives on an open event stream.
   5. page weight: JS + CSS per page, gzipped.
   6. sweep heatmap: /ui/sweeps/{id} for a finished 50 x 50 grid (2,500 configs; and 2 regimes x 50 x 50):
@@ -24,6 +27,7 @@ import gzip
 import math
 import re
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, update
+from sqlalchemy import insert, make_url, update
 from sqlalchemy.orm import Session
 
 from api.app import create_app
@@ -42,6 +46,7 @@ from api.services.keys import create_key
 from core.db.migrate import upgrade
 from core.db.models import Job, JobStatus, MetricPoint, Sweep, new_id, utcnow
 from core.db.session import make_engine
+from core.repositories.series import store_series
 from core.settings import Settings
 from narrownet.client import NarrownetClient
 from narrownet.processes import serving_in_thread
@@ -186,6 +191,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--sections", default="1,2,3,4,5,6", help="which of the measurements to run")
+    parser.add_argument("--postgres", action="store_true", help="a database of its own on 127.0.0.1:5432 instead "
+                        "of the embedded SQLite")
     parser.add_argument("--heatmap-shots", type=Path, default=None, help="save section 6's pages as PNGs here")
     args = parser.parse_args()
     sections = {int(n) for n in args.sections.split(",")}
@@ -193,6 +200,11 @@ def main() -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dashboard-")))
         url = f"sqlite:///{tmp / 'narrownet.db'}"
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ as a package, as its scripts do
+            from bench.bench_sweeps import postgres_database
+
+            url = stack.enter_context(postgres_database())
         upgrade(url)
         settings = Settings(home=tmp, database_url=url, broker_url=f"sqla+sqlite:///{tmp / 'broker.db'}",
                             run_migrations_on_start=False, rate_limit_per_minute=1_000_000)
@@ -217,7 +229,7 @@ def main() -> None:
             heatmaps = {"5 x 5": add_sweep(s, sweeper_id, 5, 5), "50 x 50": add_sweep(s, sweeper_id, 50, 50),
                         "2 regimes x 50 x 50": add_sweep(s, sweeper_id, 50, 50, regimes=2)} if 6 in sections else {}
         print(f"setup: {args.jobs} + 10 jobs, {args.runs} x {args.points} points, sweeps {list(heatmaps)} in "
-              f"{time.perf_counter() - t0:.1f}s (sqlite)")
+              f"{time.perf_counter() - t0:.1f}s ({make_url(url).get_backend_name()})")
 
         base = stack.enter_context(serving_in_thread(app))
 
@@ -236,23 +248,28 @@ def main() -> None:
                 print(f"  {name:28s} {args.jobs} jobs {large:7.1f} ms   10 jobs {small_ms:7.1f} ms   "
                       f"ratio {large / small_ms:5.2f}")
 
-        if 2 in sections:  # series
-            curves_client = NarrownetClient(base, curves_key, timeout=300)
-            ids = ",".join(runs)
-            print(f"\n2. /v1/series, {args.runs} jobs x {args.points} points (median of 5)")
+        # Sections 2 and 3 read the runs' points one by one first (a running job's way), then again once their
+        # series are packed, as a worker's finish packs them (core/repositories/series.py): a ratio in one run.
+        curves_client = NarrownetClient(base, curves_key, timeout=300)
+        before: dict[str, float] = {}
+        for packed in (False, True):
+            if packed and sections & {2, 3}:
+                t0 = time.perf_counter()
+                with Session(writer) as s, s.begin():
+                    for job_id in runs:
+                        store_series(s, job_id)
+                print(f"\npacked {len(runs)} series of {args.points} points in {time.perf_counter() - t0:.1f}s")
+            way = "packed series" if packed else "points one by one"
+            figures: dict[str, float] = {}
+            if 2 in sections:
+                figures.update(series_figures(curves_client, runs, args, way))
+            if 3 in sections:
+                figures.update(browser_figures(base, curves_key, runs, args, way, draw_alone=not packed))
+            if packed:
+                print("\n  packed / points: " + ", ".join(f"{name} {value / before[name]:.2f}"
+                                                         for name, value in figures.items()))
+            before = figures
 
-            def series(job_ids: str, points: int | None = None) -> Callable[[], object]:
-                params = {"job_ids": job_ids, **({"points": points} if points else {})}
-                return lambda: curves_client.series(**params)
-
-            reduced = median_ms(series(ids, 2400), 5)
-            full = median_ms(series(ids), 3)
-            one = median_ms(series(runs[0], 2400), 5)
-            print(f"  reduced (points=2400): {reduced:8.1f} ms   full resolution: {full:8.1f} ms   "
-                  f"ratio full/reduced {full / reduced:5.2f}   one job reduced: {one:6.1f} ms")
-
-        if 3 in sections:
-            browser_figures(base, curves_key, runs, args)
         if 4 in sections:
             live_latency(base, curves_key, writer, curves_id)
         if 5 in sections:
@@ -262,7 +279,24 @@ def main() -> None:
         if 6 in sections:
             heatmap_figures(base, sweeper_key, heatmaps, args.heatmap_shots)
 
-def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespace) -> None:
+def series_figures(client: NarrownetClient, runs: list[str], args: argparse.Namespace, way: str) -> dict[str, float]:
+    ids = ",".join(runs)
+    print(f"\n2. /v1/series, {args.runs} jobs x {args.points} points, {way} (median of 5)")
+
+    def series(job_ids: str, points: int | None = None) -> Callable[[], object]:
+        params = {"job_ids": job_ids, **({"points": points} if points else {})}
+        return lambda: client.series(**params)
+
+    reduced = median_ms(series(ids, 2400), 5)
+    full = median_ms(series(ids), 3)
+    one = median_ms(series(runs[0], 2400), 5)
+    print(f"  reduced (points=2400): {reduced:8.1f} ms   full resolution: {full:8.1f} ms   "
+          f"ratio full/reduced {full / reduced:5.2f}   one job reduced: {one:6.1f} ms")
+    return {"series reduced": reduced, "series full": full}
+
+
+def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespace, way: str, *,
+                    draw_alone: bool) -> dict[str, float]:
     with signed_in_page(base, key) as page:
 
         def compare(ids: list[str]) -> tuple[float, float]:
@@ -279,10 +313,13 @@ def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespa
         single = [compare(runs[:1]) for _ in range(3)]
         fetch_many, draw_many = (statistics.median(x[i] for x in many) for i in (0, 1))
         fetch_one, draw_one = (statistics.median(x[i] for x in single) for i in (0, 1))
-        print(f"\n3. browser (Chromium, headless, software rendering; median of 3 page loads)\n"
+        print(f"\n3. browser (Chromium, headless, software rendering; median of 3 page loads), {way}\n"
               f"  /ui/compare {len(runs)} runs: fetch {fetch_many:7.1f} ms, align + draw {draw_many:6.1f} ms   "
               f"1 run: fetch {fetch_one:6.1f} ms, align + draw {draw_one:5.1f} ms   "
               f"draw ratio {draw_many / draw_one:5.2f}")
+        figures = {"compare fetch": fetch_many, "compare fetch + draw": fetch_many + draw_many}
+        if not draw_alone:
+            return figures
         draw = """async ([runs, n]) => {
             const xs = Array.from({length: n}, (_, i) => i);
             const curve = (k) => xs.map(i => Math.exp(-i / 3000) * (1 + 0.05 * Math.sin(i * (k + 1))));
@@ -310,6 +347,7 @@ def browser_figures(base: str, key: str, runs: list[str], args: argparse.Namespa
         r = statistics.median(x[1] for x in full)
         print(f"  uPlot alone, {len(runs)} x {args.points} points at full resolution: first draw {f:7.1f} ms, "
               f"redraw {r:6.1f} ms   1 x {args.points}: {a:5.1f} ms   ratio {f / a:5.1f}")
+        return figures
 
 
 def live_latency(base: str, key: str, writer: Any, owner_id: str) -> None:

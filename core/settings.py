@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     rate_limit_redis_url: str | None = Field(default=None, description="Redis for the limiter; default: broker_url")
 
     metrics_flush_every: int = Field(default=20, ge=1, description="metric points per database batch")
+    series_pack_min_points: int = Field(
+        default=1000, ge=0,
+        description="a job that finishes with at least this many metric points gets them packed per metric for "
+                    "charts (0: every job); fewer are read one by one fast enough, and packing costs a small job's "
+                    "finish a few milliseconds")
     lease_seconds: float = Field(default=30.0, gt=0, description="a job's lease; renewed by heartbeats")
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

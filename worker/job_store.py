@@ -26,6 +26,7 @@ from core.db.models import JobStatus, utcnow
 from core.jsonvalues import finite_or_none
 from core.repositories import datasets as datasets_repo
 from core.repositories import jobs as repo
+from core.repositories import series
 from core.repositories.jobs import ClaimedJob
 from worker.db_retry import with_retries
 from worker.job_artifacts import JobArtifacts, Recorded
@@ -43,10 +44,13 @@ class JobStore:
     """Fenced writes for one claimed attempt of one job, each retried through a database restart."""
 
     def __init__(self, sessions: sessionmaker[Session], job: ClaimedJob, *, lease_seconds: float,
-                 artifacts: ArtifactStore, work_dir: Path) -> None:
+                 artifacts: ArtifactStore, work_dir: Path, pack_min_points: int = 0) -> None:
         self.sessions = sessions
         self.job = job
         self.lease_seconds = lease_seconds
+        self.pack_min_points = pack_min_points  # Settings.series_pack_min_points
+        # The last step whose points were written (a resumed attempt starts from its checkpoint's).
+        self.last_step = max((step for step, _, _ in job.checkpoints), default=0)
         self.files = JobArtifacts(artifacts, work_dir, job.id, job.attempt)
         self._published: dict[tuple[int, str], str] = {}  # (step, sha256) -> key of checkpoints in the store
         self._kept: list[str] = []  # keys of the recorded checkpoints still in the store, oldest first
@@ -111,6 +115,7 @@ class JobStore:
         if not repo.fenced_update(session, self.job.id, self.job.attempt, **progress, **self._lease()):
             return False
         repo.insert_metric_points(session, self.job.id, self.job.attempt, points)
+        self.last_step = step
         return True
 
     def write_checkpoint(self, session: Session, step: int, path: Path, sha256: str) -> bool:
@@ -190,10 +195,11 @@ class JobStore:
                error: str | None = None, final_checkpoint: tuple[int, Path, str] | None = None,
                points: list[tuple[int, dict[str, Any]]] | None = None,
                also: Callable[[Session], None] | None = None) -> None:
-        """Set the outcome in one transaction with the metric points not written yet and, on success, the final
-        checkpoint's row (published to the store before it: the row never points at a file that could be lost,
-        nor exists without the points before it); `also` writes more into it once the outcome is written (it
-        must leave the transaction usable whatever happens: a savepoint)."""
+        """Set the outcome in one transaction with the metric points not written yet, the job's series packed for
+        charts (core/repositories/series.py) and, on success, the final checkpoint's row (published to the store
+        before it: the row never points at a file that could be lost, nor exists without the points before it);
+        `also` writes more into it once the outcome is written (it must leave the transaction usable whatever
+        happens: a savepoint)."""
         # error=None also clears the reason an earlier attempt failed with.
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_expires_at": None,
                                   "finished_at": utcnow(), "error": error}
@@ -207,12 +213,15 @@ class JobStore:
             values["latest_metrics"] = finite_or_none(points[-1][1])  # as record_metrics would have set it
 
         key = None if final_checkpoint is None else self.publish_checkpoint(*final_checkpoint)
+        pack = self._worth_packing(step if step is not None else points[-1][0] if points else self.last_step)
 
         def write() -> None:
             with self.sessions.begin() as session:
                 self._fenced_update(session, **values)
                 if points:
                     repo.insert_metric_points(session, self.job.id, self.job.attempt, points)
+                if pack:
+                    series.store_series(session, self.job.id)  # its points are final now
                 if final_checkpoint is not None:
                     self._checkpoint_row(session, *final_checkpoint, final=True)
                 if also is not None:
@@ -226,6 +235,12 @@ class JobStore:
                 raise
         if key is not None and key not in self._kept:  # a new row (not a resumed, already recorded checkpoint)
             self.prune_older(key)
+
+    def _worth_packing(self, last_step: int) -> bool:
+        """Whether the job's points, about one per metrics_every steps up to `last_step`, reach pack_min_points
+        (a guess that costs no query: a job packed or not is charted the same, only faster or slower)."""
+        every = int(self.job.spec.get("metrics_every") or 1)
+        return last_step // every + 1 >= self.pack_min_points
 
     def _ended_as(self, status: JobStatus) -> bool:
         with self.sessions() as session:

@@ -64,7 +64,8 @@ def run_pack(job_ids: Sequence[str], *, worker_id: str, settings: Settings | Non
     if not jobs:
         return {}
     stores = [JobStore(sessions, job, lease_seconds=settings.lease_seconds, artifacts=artifacts,
-                       work_dir=settings.resolved_work_dir) for job in jobs]
+                       work_dir=settings.resolved_work_dir, pack_min_points=settings.series_pack_min_points)
+              for job in jobs]
     progress = PackProgress(sessions, stores, flush_every=settings.metrics_flush_every,
                             max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds)
     try:

@@ -69,7 +69,7 @@ def run_job(job_id: str, *, worker_id: str, settings: Settings | None = None,
         log.info("job %s: nothing to run (finished, cancelled, or leased by another worker)", job_id)
         return None
     store = JobStore(sessions, job, lease_seconds=settings.lease_seconds, artifacts=artifacts,
-                     work_dir=settings.resolved_work_dir)
+                     work_dir=settings.resolved_work_dir, pack_min_points=settings.series_pack_min_points)
     try:
         status = _train_claimed(job, store, settings, thread_cap)
     except LeaseLost as exc:

@@ -20,6 +20,7 @@ from core.repositories import series as repo
 
 MAX_JOBS = 500
 MAX_POINTS_READ = 5_000_000  # one request's worth of rows; past it, ask for fewer jobs or a step range
+_NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def parse_job_ids(raw: str) -> list[str]:
     return ids
 
 
-def reduce_min_max(steps: list[int], values: list[float], buckets: int) -> tuple[list[int], list[float]]:
+def reduce_min_max(steps: np.ndarray, values: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
     """The points of a step-ordered series that a min/max-per-bucket chart needs (see the module docstring)."""
     if len(steps) <= 2 * buckets + 2:
         return steps, values
@@ -53,7 +54,7 @@ def reduce_min_max(steps: list[int], values: list[float], buckets: int) -> tuple
     high = np.lexsort((x, -y, bucket))
     starts = np.flatnonzero(np.r_[True, np.diff(bucket[low]) != 0])
     keep = np.unique(np.r_[0, len(x) - 1, low[starts], high[starts]])
-    return x[keep].tolist(), y[keep].tolist()
+    return x[keep], y[keep]
 
 
 def metric_series(session: Session, owner: ApiKey, job_ids: Sequence[str], metric: str, *,
@@ -65,14 +66,13 @@ def metric_series(session: Session, owner: ApiKey, job_ids: Sequence[str], metri
         raise InvalidInput([("query.to_step", f"must be at least from_step ({from_step})")])
     found = repo.metric_series(session, list(dict.fromkeys(trained.values())), metric, from_step=from_step,
                                to_step=to_step, limit=MAX_POINTS_READ + 1)
-    if sum(len(s) for s in found.values()) > MAX_POINTS_READ:
+    if sum(len(steps) for steps, _ in found.values()) > MAX_POINTS_READ:
         raise InvalidInput([("query.job_ids", f"these series hold more than {MAX_POINTS_READ} points in all; ask "
                              "for fewer jobs or a step range (from_step, to_step)")])
     result = []
     for job_id in job_ids:
-        series = found.get(trained[job_id], [])
-        steps, values = [s for s, _ in series], [v for _, v in series]
+        steps, values = found.get(trained[job_id], _NONE)
         if points is not None:
             steps, values = reduce_min_max(steps, values, max(1, points // 2))
-        result.append(JobSeries(job_id, steps, values))
+        result.append(JobSeries(job_id, steps.tolist(), values.tolist()))
     return result

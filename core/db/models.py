@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -176,6 +177,20 @@ class MetricPoint(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MetricSeries(Base):
+    """One metric of a finished job as two packed arrays (core/repositories/series.py), written with its outcome:
+    a chart of many finished runs reads a row per run instead of a row per point. A job that has rows here has
+    them for every metric its points hold a number for; a job still running has none, and is read point by point."""
+
+    __tablename__ = "metric_series"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    points: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian int64, ascending
+    values: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float64, one per step
 
 
 class Checkpoint(Base):

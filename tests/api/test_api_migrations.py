@@ -16,7 +16,7 @@ from core.db.models import Base
 from core.db.session import sqlalchemy_url
 from tests.service_guard import temporary_postgres_database
 
-TABLES = {"api_keys", "datasets", "sweeps", "jobs", "metrics", "checkpoints", "throughput_samples"}
+TABLES = {"api_keys", "datasets", "sweeps", "jobs", "metrics", "metric_series", "checkpoints", "throughput_samples"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.service)])

@@ -96,8 +96,9 @@ def worker_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     url = request.getfixturevalue(f"_{request.param}_url")
     upgrade(url)
     home = tmp_path_factory.mktemp(f"worker-home-{request.param}")
+    # Every finished job's series packed, however few its points (test_series_packing.py tests the threshold).
     settings = Settings(home=home, database_url=url, metrics_flush_every=4, lease_seconds=30.0,
-                        max_attempts=3)
+                        max_attempts=3, series_pack_min_points=0)
     engine = make_engine(url)
     yield WorkerDb(settings, engine, sessionmaker(bind=engine, expire_on_commit=False))
     engine.dispose()

@@ -12,7 +12,14 @@ from safetensors.torch import load_file
 
 from core.db.models import JobStatus, utcnow
 from tests.worker.conftest import WorkerDb, tiny_spec
-from tests.worker.test_runner import checkpoint_rows, metric_rows, run, set_job, wait_for
+from tests.worker.test_runner import (
+    assert_series_packed_from_points,
+    checkpoint_rows,
+    metric_rows,
+    run,
+    set_job,
+    wait_for,
+)
 from worker.pack_runner import run_pack
 
 
@@ -51,6 +58,7 @@ def test_every_job_of_a_pack_ends_as_it_does_alone(worker_db: WorkerDb):
         assert (job.status, job.attempt, job.step, job.total_steps) == (JobStatus.SUCCEEDED, 1, 200, 200)
         assert [p.step for p in metric_rows(worker_db, job_id)] == list(range(0, 201, 20))
         assert [c.step for c in checkpoint_rows(worker_db, job_id)] == [100, 200]
+        assert_series_packed_from_points(worker_db, job_id)
         alone = worker_db.add_job(spec, owner_id=owner)
         assert run(worker_db, alone) is JobStatus.SUCCEEDED
         assert worker_db.job(alone).final_metrics == job.final_metrics

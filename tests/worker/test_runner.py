@@ -9,11 +9,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from sqlalchemy import select, update
 
-from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from core.db.models import Checkpoint, Job, JobStatus, MetricPoint, MetricSeries, utcnow
 from core.repositories import jobs as jobs_repo
 from tests.trainer.stop_after import StopAfter
 from tests.worker.conftest import WorkerDb, tiny_spec
@@ -33,6 +34,22 @@ def metric_rows(db: WorkerDb, job_id: str) -> list[MetricPoint]:
     with db.sessions() as s:
         query = select(MetricPoint).where(MetricPoint.job_id == job_id).order_by(MetricPoint.step)
         return list(s.scalars(query))
+
+
+def assert_series_packed_from_points(db: WorkerDb, job_id: str) -> None:
+    """The job's finish packed, per metric, exactly the numbers its points hold (core/repositories/series.py)."""
+    expected: dict[str, tuple[list[int], list[float]]] = {}
+    for point in metric_rows(db, job_id):
+        for name, value in point.values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                steps, values = expected.setdefault(name, ([], []))
+                steps.append(point.step)
+                values.append(float(value))
+    with db.sessions() as s:
+        rows = s.scalars(select(MetricSeries).where(MetricSeries.job_id == job_id))
+        packed = {row.metric: (np.frombuffer(row.steps, dtype="<i8").tolist(),
+                               np.frombuffer(row.values, dtype="<f8").tolist()) for row in rows}
+    assert "train_loss" in packed and packed == expected
 
 
 def checkpoint_rows(db: WorkerDb, job_id: str) -> list[Checkpoint]:
@@ -70,6 +87,7 @@ class TestOutcomes:
         assert job.final_metrics["train_loss"] == pytest.approx(points[-1].values["train_loss"])
         assert job.latest_metrics == points[-1].values
         assert points[-1].values["train_loss"] < points[0].values["train_loss"]
+        assert_series_packed_from_points(worker_db, job_id)
 
         finals = [c for c in checkpoint_rows(worker_db, job_id) if c.final]
         assert len(finals) == 1 and finals[0].step == 200
@@ -91,6 +109,7 @@ class TestOutcomes:
         job = worker_db.job(job_id)
         assert job.status is JobStatus.FAILED and job.lease_owner is None and job.finished_at is not None
         assert job.error.startswith("TrainingDiverged: training diverged at step")
+        assert_series_packed_from_points(worker_db, job_id)  # a failed run's curve is charted too
 
     def test_dataset_of_another_owner_fails_without_touching_its_file(self, worker_db):
         job_id = worker_db.add_job(tiny_spec(data={"source": "dataset", "id": "0" * 32}))
@@ -119,6 +138,7 @@ class TestOutcomes:
         (last,) = [c for c in checkpoint_rows(worker_db, job_id) if c.step == job.step]
         path = worker_db.settings.resolved_artifact_dir / last.relpath
         assert hashlib.sha256(path.read_bytes()).hexdigest() == last.sha256
+        assert_series_packed_from_points(worker_db, job_id)
 
 
 class TestClaims:
@@ -212,6 +232,7 @@ def test_expired_lease_is_reclaimed_and_resumes_from_the_last_checkpoint(worker_
     assert {p.step for p in points if p.attempt == 2} == set(range(120, 201, 20))
     # Resumed, not restarted: attempt 2 wrote no checkpoint before step 200.
     assert [c.step for c in checkpoint_rows(worker_db, job_id) if c.attempt == 2] == [200]
+    assert_series_packed_from_points(worker_db, job_id)  # both attempts' points, once each
 
 
 class TestThreads:
