@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
-from core.db.models import MetricPoint, MetricSeries
+from core.db.models import Job, JobStatus, MetricPoint, MetricSeries
 from core.db.statements import json_number
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (steps int64, values float64), steps ascending
@@ -47,6 +47,16 @@ def store_series(session: Session, job_id: str) -> None:
         session.execute(insert(MetricSeries), [
             {"job_id": job_id, "metric": name, "points": len(steps), "steps": steps.tobytes(),
              "values": values.tobytes()} for name, (steps, values) in packed.items()])
+
+
+def unpacked_finished(session: Session, *, min_points: int, after: str, limit: int) -> list[str]:
+    """Ids (in order, after `after`) of finished jobs with no packed series and at least `min_points` points: jobs
+    that finished before packing existed, or below the threshold of the time."""
+    points = select(func.count()).where(MetricPoint.job_id == Job.id).scalar_subquery()
+    return list(session.scalars(
+        select(Job.id).where(Job.status.in_([s for s in JobStatus if s.is_terminal]), Job.id > after,
+                             ~exists().where(MetricSeries.job_id == Job.id), points >= max(1, min_points))
+        .order_by(Job.id).limit(limit)))
 
 
 def _in_range(arrays: Arrays, from_step: int | None, to_step: int | None) -> Arrays:

@@ -52,6 +52,39 @@ def db_upgrade(
     out.print("database schema is up to date")
 
 
+@db_app.command("pack-series")
+def db_pack_series(
+    min_points: Annotated[int | None, typer.Option(min=0, help=(
+        "pack jobs with at least this many points (default: NARROWNET_SERIES_PACK_MIN_POINTS)"))] = None,
+) -> None:
+    """Pack the metric series of finished jobs that have none (they finished before packing existed, or with fewer
+    points than the threshold then), so that charts of them read a row per job. Safe to run beside the service."""
+    from sqlalchemy.orm import sessionmaker
+
+    from core.db.session import make_engine
+    from core.repositories.series import store_series, unpacked_finished
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url, busy_timeout=settings.database_busy_timeout_seconds)
+    sessions = sessionmaker(bind=engine)
+    least = settings.series_pack_min_points if min_points is None else min_points
+    packed, after = 0, ""
+    try:
+        while True:
+            with sessions() as session:
+                batch = unpacked_finished(session, min_points=least, after=after, limit=100)
+            for job_id in batch:
+                with sessions.begin() as session:  # one job a transaction: a short hold on SQLite's write lock
+                    store_series(session, job_id)
+                packed += 1
+            if len(batch) < 100:
+                break
+            after = batch[-1]
+    finally:
+        engine.dispose()
+    out.print(f"packed the series of {packed} finished job(s) with at least {least} points")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",

@@ -3,7 +3,11 @@ points do, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -108,3 +112,28 @@ def test_a_job_is_packed_when_it_finishes_with_at_least_the_settings_points(work
             outcomes[least] = set(s.scalars(select(MetricSeries.metric).where(MetricSeries.job_id == job_id)))
         assert answer(worker_db, [job_id], "train_loss")[job_id][0] == list(range(0, 201, 20))
     assert outcomes[12] == set() and "train_loss" in outcomes[11]
+
+
+def test_the_pack_series_command_packs_finished_jobs_that_have_none_and_only_those(worker_db: WorkerDb) -> None:
+    def points(count: int) -> list[tuple[int, dict[str, Any]]]:
+        return [(10 * i, {"train_loss": 1.0 / (i + 1)}) for i in range(count)]
+
+    jobs = {name: worker_db.add_job(tiny_spec(), status=status) for name, status in (
+        ("finished before", JobStatus.SUCCEEDED), ("failed before", JobStatus.FAILED),
+        ("running", JobStatus.RUNNING), ("too few", JobStatus.CANCELLED), ("packed", JobStatus.SUCCEEDED))}
+    for name, job_id in jobs.items():
+        add_points(worker_db, job_id, points(2 if name == "too few" else 5))
+    with worker_db.sessions.begin() as s:
+        store_series(s, jobs["packed"])
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NARROWNET_")},
+           "NARROWNET_DATABASE_URL": worker_db.settings.resolved_database_url}
+    command = [str(Path(sys.executable).parent / "narrownet"), "db", "pack-series", "--min-points", "3"]
+
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    with worker_db.sessions() as s:
+        packed = set(s.scalars(select(MetricSeries.job_id).where(MetricSeries.job_id.in_(jobs.values()))))
+    assert packed == {jobs["finished before"], jobs["failed before"], jobs["packed"]}
+    assert answer(worker_db, [jobs["failed before"]], "train_loss")[jobs["failed before"]][0] == [0, 10, 20, 30, 40]
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "packed the series of 0 finished job(s) with at least 3 points" in again.stdout
