@@ -71,6 +71,8 @@ def _packed(session: Session, job_ids: Sequence[str], metric: str, from_step: in
     """(the jobs that have packed series, their series of `metric` in range); stops reading past `limit` points."""
     packed = set(session.scalars(select(MetricSeries.job_id).where(MetricSeries.job_id.in_(job_ids)).distinct()))
     series: Series = {}
+    if not packed:  # running jobs only: no second round trip
+        return packed, series
     total = 0
     rows = session.execute(select(MetricSeries.job_id, MetricSeries.steps, MetricSeries.values)
                            .where(MetricSeries.job_id.in_(packed), MetricSeries.metric == metric)
