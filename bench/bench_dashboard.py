@@ -265,7 +265,7 @@ def main() -> None:
                 figures.update(series_figures(curves_client, runs, args, way))
             if 3 in sections:
                 figures.update(browser_figures(base, curves_key, runs, args, way, draw_alone=not packed))
-            if packed:
+            if packed and figures:
                 print("\n  packed / points: " + ", ".join(f"{name} {value / before[name]:.2f}"
                                                          for name, value in figures.items()))
             before = figures
