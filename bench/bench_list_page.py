@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.services.keys import create_key  # noqa: E402
+from bench.bench_dashboard import median_ms  # noqa: E402
 from bench.bench_service import TINY_SPEC  # noqa: E402
 from bench.bench_sweeps import postgres_database  # noqa: E402
 from core.db.migrate import upgrade  # noqa: E402
@@ -57,15 +56,6 @@ def read_before(session: Session, owner_id: str, filters: repo.JobFilters) -> tu
 def read_now(session: Session, owner_id: str, filters: repo.JobFilters) -> tuple[list[str], int]:
     rows, total = repo.list_owned(session, owner_id, filters, limit=LIMIT, offset=0)
     return [row["id"] for row in rows], total
-
-
-def median_ms(read: Any, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        read()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def fill(connection: Connection, owner_id: str, jobs: int) -> None:
